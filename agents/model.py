@@ -1,0 +1,151 @@
+"""The model interface a handler sees as ``ctx.llm``, and the values that cross it.
+
+A :class:`ModelClient` is whatever answers for the agent's ``model``: in production a client of a
+vLLM ``ModelServer`` deployment, in authors' unit tests :class:`agents.testing.ScriptedModel`.
+Sampling parameters are validated here, in :class:`SamplingParams`, so that every client (and the
+HTTP gateway) rejects the same bad values with the same :class:`~agents.errors.InvalidParameter`
+before anything reaches an engine.
+
+Example:
+    >>> SamplingParams(max_tokens=16, temperature=0.0).is_deterministic
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, Union, runtime_checkable
+
+from agents.errors import InvalidParameter
+
+__all__ = ["ChatMessage", "ModelClient", "ModelReply", "SamplingParams", "Usage"]
+
+ChatMessage = dict[str, Any]
+"""One chat turn, OpenAI style: ``{"role": "user", "content": "..."}``."""
+
+Prompt = Union[str, Sequence[ChatMessage]]
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling parameters, validated on construction.
+
+    Attributes:
+        max_tokens: most tokens to generate, >= 1.
+        temperature: >= 0; 0 is greedy (and cacheable).
+        top_p: in (0, 1].
+        top_k: -1 (off) or >= 1.
+        stop: strings that end generation.
+        seed: fixes sampling for a reproducible answer.
+        n: number of choices, >= 1.
+
+    Raises:
+        InvalidParameter: a value is out of range; the message names the field.
+    """
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        elif not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+        _check_int("max_tokens", self.max_tokens, lo=1)
+        _check_int("n", self.n, lo=1)
+        _check_int("top_k", self.top_k, lo=-1)
+        if self.top_k == 0:
+            raise InvalidParameter("top_k", 0, "-1 (disabled) or an integer >= 1")
+        _check_number("temperature", self.temperature, lo=0.0)
+        _check_number("top_p", self.top_p, lo=0.0, lo_open=True, hi=1.0)
+        if self.seed is not None:
+            _check_int("seed", self.seed, lo=0)
+        if not all(isinstance(s, str) and s for s in self.stop):
+            raise InvalidParameter("stop", self.stop, "non-empty strings")
+
+    @property
+    def is_deterministic(self) -> bool:
+        """Whether the same prompt always gets the same answer: greedy, or a fixed seed."""
+        return self.temperature == 0 or self.seed is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, e.g. for a cache key or an engine call."""
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+def _check_int(name: str, value: Any, *, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise InvalidParameter(name, value, f"an integer >= {lo}")
+
+
+def _check_number(
+    name: str, value: Any, *, lo: float, lo_open: bool = False, hi: float | None = None
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+    if not ok:
+        bound = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
+        raise InvalidParameter(name, value, f"a number {bound}")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call, as OpenAI's ``usage``."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """A finished model answer.
+
+    Attributes:
+        text: the first choice's text.
+        model: the name of the model that answered (a fallback model names itself here).
+        finish_reason: why generation stopped.
+        usage: token counts.
+        choices: every choice's text when ``n > 1``; ``[text]`` otherwise.
+    """
+
+    text: str
+    model: str
+    finish_reason: FinishReason = "stop"
+    usage: Usage = field(default_factory=Usage)
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.choices:
+            object.__setattr__(self, "choices", (self.text,))
+
+
+@runtime_checkable
+class ModelClient(Protocol):
+    """What ``ctx.llm`` offers. Keyword arguments are :class:`SamplingParams` fields."""
+
+    async def chat(self, messages: Sequence[ChatMessage], **params: Any) -> ModelReply:
+        """Answer a chat (a list of ``{"role", "content"}`` turns)."""
+        ...
+
+    async def complete(self, prompt: str, **params: Any) -> ModelReply:
+        """Continue a raw prompt."""
+        ...
+
+    def stream(self, prompt: Prompt, **params: Any) -> AsyncIterator[str]:
+        """Yield text deltas as they are generated: a list of turns is a chat, a string a
+        completion. Closing the iterator early aborts the generation."""
+        ...

@@ -1,0 +1,105 @@
+"""W3C trace context, carried in every message envelope, and the span a handler sees.
+
+The SDK does not import OpenTelemetry (it is a heavy dependency and lives behind
+``runtime/telemetry.py``); it only needs to *carry* a trace across agents and give handlers a
+place to record attributes and events. :class:`TraceContext` is the ``traceparent`` header as a
+value; :class:`Span` is the small part of a span's interface that handlers use, which both the
+in-process :class:`RecordingSpan` and the runtime's OpenTelemetry adapter implement.
+
+Example:
+    >>> root = TraceContext.new_root()
+    >>> child = root.child()
+    >>> child.trace_id == root.trace_id and child.span_id != root.span_id
+    True
+    >>> TraceContext.parse(child.traceparent) == child
+    True
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["RecordingSpan", "Span", "TraceContext"]
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@dataclass(frozen=True)
+class TraceContext:
+    """A position in a trace: W3C ``traceparent`` version 00.
+
+    Attributes:
+        trace_id: 32 lowercase hex digits, shared by every span of one request.
+        span_id: 16 lowercase hex digits, this span.
+        sampled: the W3C ``sampled`` flag.
+    """
+
+    trace_id: str
+    span_id: str
+    sampled: bool = True
+
+    @classmethod
+    def new_root(cls) -> TraceContext:
+        """A new trace (used when a request arrives without a ``traceparent``)."""
+        return cls(secrets.token_hex(16), secrets.token_hex(8))
+
+    @classmethod
+    def parse(cls, traceparent: str) -> TraceContext:
+        """Parse a ``traceparent`` header.
+
+        Raises:
+            ValueError: not a version-00 traceparent, or an all-zero id (invalid per W3C).
+        """
+        m = _TRACEPARENT.match(traceparent.strip().lower())
+        if not m or set(m[1]) == {"0"} or set(m[2]) == {"0"}:
+            raise ValueError(f"invalid traceparent {traceparent!r}")
+        return cls(m[1], m[2], bool(int(m[3], 16) & 1))
+
+    def child(self) -> TraceContext:
+        """A new span in the same trace, for the next hop (send, publish, submit, model call)."""
+        return TraceContext(self.trace_id, secrets.token_hex(8), self.sampled)
+
+    @property
+    def traceparent(self) -> str:
+        """The ``traceparent`` header value."""
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+
+@runtime_checkable
+class Span(Protocol):
+    """What a handler may do with the current span (``ctx.span``)."""
+
+    @property
+    def context(self) -> TraceContext: ...
+
+    def set_attribute(self, key: str, value: Any) -> None: ...
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass
+class RecordingSpan:
+    """A span that keeps what it is told in memory: the in-process runtime's span, and what
+    tests inspect. Not exported anywhere."""
+
+    name: str
+    context: TraceContext
+    parent_span_id: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, name: str, parent: TraceContext | None) -> RecordingSpan:
+        """A span continuing ``parent``, or the root of a new trace."""
+        if parent is None:
+            return cls(name, TraceContext.new_root())
+        return cls(name, parent.child(), parent.span_id)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        self.events.append((name, dict(attributes or {})))

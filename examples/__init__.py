@@ -1,0 +1,1 @@
+"""Example agents; the embedded default configuration serves ``examples.research``."""

@@ -1,0 +1,449 @@
+"""The one typed configuration tree of a raygent application.
+
+Sources, later ones winning:
+
+1. the embedded defaults — the example agents (``examples.research``) on the locally generated
+   ``builtin:tiny`` model, with an in-process response cache and task queue;
+2. a YAML file: the ``path`` argument, else ``$RAYGENT_CONFIG``;
+3. the environment: ``REDIS_URL`` (cache and durable queues), ``RAYGENT_API_KEYS``
+   (comma-separated), and ``RAYGENT__<SECTION>__<FIELD>=value`` for any field, e.g.
+   ``RAYGENT__MODELS__DEFAULT__LOAD=eager`` or ``RAYGENT__LIMITS__MAX_TOKENS=512`` (values are
+   parsed as YAML scalars, so numbers and booleans work).
+
+The environment is read here and nowhere else. Every field says its unit in its name and is
+documented below; a bad file fails at start with :class:`ConfigError`, one line per problem
+naming the field, the bad value and what is allowed.
+
+Example:
+    >>> cfg = load_config(env={})
+    >>> cfg.models["default"].source
+    'builtin:tiny'
+    >>> load_config(env={"RAYGENT__LIMITS__MAX_TOKENS": "0"})
+    Traceback (most recent call last):
+    ...
+    runtime.errors.ConfigError: invalid raygent config:
+      environment: limits.max_tokens: Input should be greater than or equal to 1 (got 0)
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from runtime.errors import ConfigError
+
+__all__ = [
+    "AgentConfig",
+    "AuthConfig",
+    "AutoscalingConfig",
+    "CacheConfig",
+    "LimitsConfig",
+    "ModelConfig",
+    "QueuesConfig",
+    "RaygentConfig",
+    "ResourcesConfig",
+    "TelemetryConfig",
+    "WarmupConfig",
+    "import_agent",
+    "load_config",
+]
+
+ENV_CONFIG_PATH = "RAYGENT_CONFIG"
+ENV_PREFIX = "RAYGENT__"
+_IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class ResourcesConfig(_Section):
+    """Ray resources of one replica."""
+
+    num_cpus: float = Field(0.5, ge=0)
+    """CPUs reserved per replica (fractions allowed)."""
+    num_gpus: float = Field(0.0, ge=0)
+    """GPUs reserved per replica (fractions allowed)."""
+    memory_bytes: int | None = Field(None, ge=0)
+    """Memory reserved per replica; None: not reserved."""
+
+
+class AutoscalingConfig(_Section):
+    """Serve autoscaling; replaces a fixed ``replicas`` count when set."""
+
+    min_replicas: int = Field(1, ge=0)
+    """Fewest replicas (0 allows scale to zero)."""
+    max_replicas: int = Field(1, ge=1)
+    """Most replicas."""
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    """In-flight requests per replica that autoscaling aims for."""
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
+        return self
+
+
+class AgentConfig(_Section):
+    """One agent class to run."""
+
+    import_path: str = Field(pattern=_IMPORT_PATH)
+    """Where the class is: ``package.module:ClassName``."""
+    replicas: int = Field(1, ge=1)
+    """Fixed replica count (ignored when ``autoscaling`` is set)."""
+    autoscaling: AutoscalingConfig | None = None
+    """Autoscale between bounds instead of a fixed count."""
+    resources: ResourcesConfig = ResourcesConfig()
+    """Ray resources per replica."""
+    model: str | None = None
+    """Model for ``ctx.llm``, overriding the class's ``model`` attribute; a key of ``models``."""
+    mailbox_size: int = Field(64, ge=1)
+    """Messages a replica holds before callers get ``Backpressure`` (HTTP 429)."""
+    max_concurrency: int = Field(8, ge=1)
+    """Handlers a replica runs at once."""
+    interactive_share: float = Field(0.7, gt=0, lt=1)
+    """Share of dispatches that go to interactive messages when background work also waits."""
+
+
+class WarmupConfig(_Section):
+    """Requests a model replica serves to itself after loading, before it takes traffic."""
+
+    requests: int = Field(4, ge=0)
+    """How many warm-up requests (0: no warm-up)."""
+    concurrency: int = Field(2, ge=1)
+    """How many run at once."""
+    max_tokens: int = Field(8, ge=1)
+    """Tokens each generates."""
+    prompts: list[str] = Field(default_factory=lambda: ["Hello!", "Write one sentence."])
+    """Prompts, used in turn."""
+
+
+class ModelConfig(_Section):
+    """One model, served by its own ModelServer deployment."""
+
+    source: str = Field("builtin:tiny", min_length=1)
+    """``builtin:tiny`` (generated locally), a local directory, or a hub id."""
+    revision: str | None = None
+    """Model revision; part of response-cache keys."""
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """Passed to vLLM's engine arguments untouched (dtype, max_model_len, max_num_seqs, ...)."""
+    load: Literal["lazy", "background", "eager"] = "background"
+    """lazy: on first request; background: at replica start, requests wait; eager: the
+    replica is not ready until loaded."""
+    warmup: WarmupConfig = WarmupConfig()
+    """Warm-up before the replica reports ready."""
+    idle_unload_s: float | None = Field(None, gt=0)
+    """Free the engine after this long without requests; None: never."""
+    fallback: str | None = None
+    """Model (a key of ``models``) that answers when this one errors or times out."""
+    request_timeout_s: float = Field(60.0, gt=0)
+    """Longest one generation may take before the fallback (or an error) answers."""
+    replicas: int = Field(1, ge=1)
+    """Fixed replica count (ignored when ``autoscaling`` is set)."""
+    autoscaling: AutoscalingConfig | None = None
+    """Autoscale between bounds instead of a fixed count."""
+    resources: ResourcesConfig = ResourcesConfig(num_cpus=1.0)
+    """Ray resources per replica."""
+
+
+class CacheConfig(_Section):
+    """The response cache of the HTTP gateway."""
+
+    url: str | None = None
+    """Redis URL; None: ``redis_url`` if set, else an in-process LRU per gateway replica."""
+    ttl_s: float = Field(3600.0, gt=0)
+    """Absolute lifetime of an entry (never refreshed by reads)."""
+    policy: Literal["deterministic", "always", "never"] = "deterministic"
+    """deterministic: cache temperature-0 or fixed-seed requests only."""
+    max_entries: int = Field(10_000, ge=1)
+    """Entries the in-process LRU keeps."""
+    shared: list[str] = Field(default_factory=list)
+    """Model or agent names whose entries are shared across tenants (API keys)."""
+    socket_timeout_ms: int = Field(50, ge=1)
+    """Redis socket timeout; a slower Redis is treated as down (the request goes uncached)."""
+
+
+class QueuesConfig(_Section):
+    """Durable task queues (``ctx.submit``)."""
+
+    url: str | None = None
+    """Redis URL for Redis Streams; None: ``redis_url`` if set, else an in-process queue."""
+    visibility_timeout_s: float = Field(30.0, gt=0)
+    """A task claimed by a worker that has not acked it after this long is redelivered."""
+    max_attempts: int = Field(3, ge=1)
+    """Handler runs before a task is dead-lettered."""
+    max_pending: int = Field(10_000, ge=1)
+    """Tasks a queue holds before ``submit`` raises ``Backpressure``."""
+
+
+class LimitsConfig(_Section):
+    """Request limits enforced by the gateway and the runtime."""
+
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    """Largest HTTP request body (413 above)."""
+    max_prompt_tokens: int = Field(8192, ge=1)
+    """Longest prompt (400 above)."""
+    max_tokens: int = Field(1024, ge=1)
+    """Largest ``max_tokens`` a request may ask for (400 above)."""
+    max_n: int = Field(4, ge=1)
+    """Largest ``n`` (choices per request)."""
+    request_timeout_s: float = Field(120.0, gt=0)
+    """Longest a request may take end to end (504 above)."""
+    max_message_bytes: int = Field(1 << 20, ge=64)
+    """Largest encoded message or task payload."""
+
+
+class AuthConfig(_Section):
+    """API keys; with none configured, every route is open."""
+
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    """Accepted bearer tokens (also ``RAYGENT_API_KEYS``, comma-separated)."""
+
+
+class TelemetryConfig(_Section):
+    """OpenTelemetry. Exporters follow the standard ``OTEL_*`` variables; off when unset."""
+
+    service_name: str = "raygent"
+    """``service.name`` of exported spans and metrics."""
+    traces: bool = True
+    """Record spans (exported only when an OTLP endpoint is configured)."""
+    metrics: bool = True
+    """Record metrics (served at /metrics)."""
+
+
+def _default_agents() -> list[AgentConfig]:
+    return [
+        AgentConfig(import_path=f"examples.research:{name}")
+        for name in ("Researcher", "Writer", "Critic", "Archivist")
+    ]
+
+
+class RaygentConfig(_Section):
+    """The whole application."""
+
+    redis_url: str | None = None
+    """Default Redis for the cache and the task queues (``REDIS_URL``)."""
+    agents: list[AgentConfig] = Field(default_factory=_default_agents)
+    """Agents to run."""
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})
+    """Models by name; agents refer to them by that name."""
+    cache: CacheConfig = CacheConfig()
+    """Response cache."""
+    queues: QueuesConfig = QueuesConfig()
+    """Durable task queues."""
+    limits: LimitsConfig = LimitsConfig()
+    """Request limits."""
+    auth: AuthConfig = AuthConfig()
+    """API keys."""
+    telemetry: TelemetryConfig = TelemetryConfig()
+    """Tracing and metrics."""
+
+    @model_validator(mode="after")
+    def _references(self) -> RaygentConfig:
+        known = sorted(self.models)
+        for i, agent in enumerate(self.agents):
+            if agent.model is not None and agent.model not in self.models:
+                raise ValueError(
+                    f"agents[{i}].model = {agent.model!r} is not a configured model; "
+                    f"configured: {known}"
+                )
+        for name, model in self.models.items():
+            if model.fallback is not None and model.fallback not in self.models:
+                raise ValueError(
+                    f"models.{name}.fallback = {model.fallback!r} is not a configured model; "
+                    f"configured: {known}"
+                )
+            if model.fallback == name:
+                raise ValueError(f"models.{name}.fallback names the model itself")
+        paths = [a.import_path for a in self.agents]
+        dupes = sorted({p for p in paths if paths.count(p) > 1})
+        if dupes:
+            raise ValueError(f"agents lists {dupes} more than once; use replicas instead")
+        return self
+
+    @property
+    def cache_url(self) -> str | None:
+        """The Redis URL of the response cache, or None for the in-process LRU."""
+        return self.cache.url or self.redis_url
+
+    @property
+    def queues_url(self) -> str | None:
+        """The Redis URL of the task queues, or None for the in-process queue."""
+        return self.queues.url or self.redis_url
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> RaygentConfig:
+    """Build the config from defaults, a YAML file and the environment.
+
+    Args:
+        path: YAML file; default ``$RAYGENT_CONFIG``; neither: defaults and environment only.
+        env: the environment to read (default ``os.environ``); tests pass a dict.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a value is invalid. The message has one
+            line per problem: where it came from, the field, the value, what is allowed.
+    """
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    path = path if path is not None else env.get(ENV_CONFIG_PATH) or None
+    if path is not None:
+        source = str(path)
+        raw = _read_yaml(Path(path))
+    overrides = _env_overrides(env)
+    merged = _deep_merge(raw, overrides)
+    try:
+        return RaygentConfig.model_validate(merged)
+    except ValidationError as exc:
+        from_env = set(_flatten(overrides))
+        raise ConfigError(_format_errors(exc, source, from_env)) from None
+
+
+def import_agent(import_path: str) -> type:
+    """Import the agent class that an ``AgentConfig.import_path`` names.
+
+    Raises:
+        ConfigError: the module or attribute is missing, or it is not an ``Agent`` subclass.
+    """
+    from agents import Agent
+
+    module_name, _, attr = import_path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"agents[].import_path {import_path!r} cannot be imported: {exc}"
+        ) from exc
+    if not (isinstance(obj, type) and issubclass(obj, Agent)):
+        raise ConfigError(f"agents[].import_path {import_path!r} is not an Agent subclass")
+    return obj
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(path)!r} must hold a mapping at the top level, got "
+            f"{type(data).__name__}"
+        )
+    return data
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if env.get("REDIS_URL"):
+        out["redis_url"] = env["REDIS_URL"]
+    if env.get("RAYGENT_API_KEYS"):
+        keys = [k.strip() for k in env["RAYGENT_API_KEYS"].split(",") if k.strip()]
+        out["auth"] = {"api_keys": keys}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment: {name} conflicts with another override")
+        node[parts[-1]] = parsed
+    return out
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _flatten(d: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.extend(_flatten(v, (*prefix, k)))
+        else:
+            out.append((*prefix, k))
+    return out
+
+
+def _format_errors(exc: ValidationError, source: str, from_env: set[tuple[str, ...]]) -> str:
+    lines = ["invalid raygent config:"]
+    for err in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in err["loc"])
+        where = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[")
+        origin = "environment" if any(loc[: len(k)] == k for k in from_env) else source
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_fields(err["loc"][:-1])
+            msg = f"unknown field; allowed: {', '.join(allowed)}" if allowed else msg
+            line = f"  {origin}: {where}: {msg}"
+        elif not loc:
+            line = f"  {origin}: {msg}"
+        else:
+            line = f"  {origin}: {where}: {msg} (got {err['input']!r})"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section at ``loc`` (for 'unknown field' messages)."""
+    node: Any = RaygentConfig
+    for part in loc:
+        if not (isinstance(node, type) and issubclass(node, BaseModel)):
+            node = _element_type(node)
+            continue
+        field = node.model_fields.get(str(part))
+        if field is None:
+            return []
+        node = _model_in(field.annotation)
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return sorted(node.model_fields)
+    node = _element_type(node)
+    return sorted(node.model_fields) if isinstance(node, type) else []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The annotation with ``X | None`` unwrapped."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else annotation
+    return annotation
+
+
+def _element_type(annotation: Any) -> Any:
+    """The model inside ``list[M]`` or ``dict[str, M]``."""
+    args = typing.get_args(annotation)
+    return _model_in(args[-1]) if args else annotation

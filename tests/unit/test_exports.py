@@ -1,0 +1,64 @@
+"""Each package has one public import path; ``__all__`` lists it completely (STYLE rule 1)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import agents
+import agents.errors
+import runtime.errors
+
+PACKAGES = ["agents", "runtime", "agents.testing"]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_complete_and_importable(name):
+    module = importlib.import_module(name)
+    is_package = hasattr(module, "__path__")
+
+    def defined_here(v):
+        home = getattr(v, "__module__", None) or ""
+        return home.startswith(name + ".") if is_package else home == name
+
+    public = {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_") and not inspect.ismodule(v) and defined_here(v)
+    }
+    assert public <= set(module.__all__), f"{name} exposes names missing from __all__"
+    for n in module.__all__:
+        assert hasattr(module, n), f"{name}.__all__ lists missing {n}"
+
+
+def test_every_sdk_error_is_exported_and_has_one_base():
+    errors = [
+        v
+        for v in vars(agents.errors).values()
+        if isinstance(v, type) and issubclass(v, Exception) and v.__module__ == "agents.errors"
+    ]
+    assert len(errors) > 10
+    for e in errors:
+        assert issubclass(e, agents.AgentError)
+        assert getattr(agents, e.__name__) is e, f"{e.__name__} not exported from agents"
+        assert "retry" in (e.__doc__ or "").lower(), f"{e.__name__} must say if it is retryable"
+
+
+def test_runtime_errors_share_one_base():
+    assert issubclass(runtime.ConfigError, runtime.RaygentRuntimeError)
+    assert runtime.errors.ConfigError is runtime.ConfigError
+
+
+def test_sdk_imports_no_heavy_dependency():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agents, agents.testing, runtime;"
+        "bad=[m for m in ('ray','vllm','redis','torch','opentelemetry') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
