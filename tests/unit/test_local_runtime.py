@@ -393,3 +393,11 @@ async def test_trace_context_flows_from_caller_through_agents():
     assert relay.parent_span_id == parent.span_id
     assert ping.parent_span_id == relay.context.span_id
     assert relay.attributes["relay.msg"] == "x"
+
+
+async def test_local_runtime_honours_the_runtime_protocol():
+    from agents import Runtime
+
+    async with LocalRuntime([Lifecycle]) as rt:
+        assert isinstance(rt, Runtime)
+        assert rt.agents == ["lifecycle"]
