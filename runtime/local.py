@@ -57,7 +57,7 @@ from agents.runtime_api import Priority, SharedState, TaskInfo
 from agents.tracing import RecordingSpan, TraceContext
 from runtime.config import AgentConfig, RaygentConfig
 from runtime.mailbox import Mailbox, MailboxFull
-from runtime.queues import InProcessTaskQueue, QueueFull, TaskRecord
+from runtime.queues import InProcessTaskQueue, QueueFull, TaskQueue, TaskRecord
 
 __all__ = ["LocalRuntime"]
 
@@ -121,6 +121,8 @@ class LocalRuntime:
         config: settings per agent (matched by ``import_path``), queue and message limits;
             default: ``RaygentConfig`` defaults.
         drain_timeout_s: how long ``shutdown`` lets queued messages finish.
+        task_queue: where ``submit`` puts tasks; default an in-process queue (pass
+            ``runtime.queues.make_task_queue(config)`` for the configured Redis Streams one).
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class LocalRuntime:
         *,
         config: RaygentConfig | None = None,
         drain_timeout_s: float = 5.0,
+        task_queue: TaskQueue | None = None,
     ) -> None:
         self._config = config or RaygentConfig(agents=[])
         self._models = dict(models or {})
@@ -141,7 +144,7 @@ class LocalRuntime:
         self._drain_timeout_s = drain_timeout_s
         self._max_bytes = self._config.limits.max_message_bytes
         self._state = _LocalState(self._max_bytes)
-        self._tasks = InProcessTaskQueue(
+        self._tasks = task_queue or InProcessTaskQueue(
             max_pending=self._config.queues.max_pending,
             max_attempts=self._config.queues.max_attempts,
         )
@@ -227,12 +230,13 @@ class LocalRuntime:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
             for rep in self._replicas.values():
-                self._abandon(rep.mailbox.drain())
+                await self._abandon(rep.mailbox.drain())
                 try:
                     span = RecordingSpan.start(f"{rep.name}.on_stop", None)
                     await rep.instance.on_stop(self._context(rep, span))
                 except Exception:
                     log.exception("on_stop of agent %r failed", rep.name)
+            await self._tasks.close()
         finally:
             self._phase = "closed"
             self._closed.set()
@@ -256,12 +260,12 @@ class LocalRuntime:
     def _busy(self) -> int:
         return sum(len(r.mailbox) + r.inflight for r in self._replicas.values())
 
-    def _abandon(self, envelopes: list[_Envelope]) -> None:
+    async def _abandon(self, envelopes: list[_Envelope]) -> None:
         for env in envelopes:
             if env.future is not None and not env.future.done():
                 env.future.set_exception(RuntimeClosed("the runtime shut down before delivery"))
             if env.task is not None:
-                self._tasks.release(env.task)
+                await self._tasks.release(env.task)
 
     # -- the Runtime protocol ----------------------------------------------------------------
 
@@ -320,12 +324,12 @@ class LocalRuntime:
             rep.cls.routes().find("queue", queue, task)
         payload = self._encode(task, f"task {type(task).__name__} for queue {queue!r}")
         try:
-            return self._tasks.put(queue, payload, trace or TraceContext.new_root())
+            return await self._tasks.put(queue, payload, trace or TraceContext.new_root())
         except QueueFull:
             raise Backpressure(f"queue:{queue}", self._tasks.max_pending) from None
 
     async def task(self, task_id: str) -> TaskInfo:
-        return self._tasks.info(task_id)
+        return await self._tasks.info(task_id)
 
     async def wait_task(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         return await self._tasks.wait(task_id, timeout_s)
@@ -367,14 +371,14 @@ class LocalRuntime:
         workers = self._workers_of[queue]
         turn = 0
         while True:
-            rec = await self._tasks.claim(queue)
+            rec = await self._tasks.claim(queue, consumer=f"local-{queue}")
             rep = workers[turn % len(workers)]
             turn += 1
             info = rep.cls.routes().find("queue", queue, codec.decode(rec.payload))
             try:
                 await rep.mailbox.put(_Envelope("task", rec.payload, info, rec.trace, task=rec))
             except asyncio.CancelledError:
-                self._tasks.release(rec)
+                await self._tasks.release(rec)
                 raise
 
     async def _work(self, rep: _Replica) -> None:
@@ -401,9 +405,9 @@ class LocalRuntime:
         except asyncio.CancelledError:  # the worker itself is being stopped
             call.cancel()
             await asyncio.wait({call})
-            self._settle(rep, env, call)
+            await self._settle(rep, env, call)
             raise
-        self._settle(rep, env, call)
+        await self._settle(rep, env, call)
         self.spans.append(span)
 
     async def _invoke(self, rep: _Replica, env: _Envelope, span: RecordingSpan) -> bytes:
@@ -416,7 +420,7 @@ class LocalRuntime:
                 f"reply of {rep.name}.{env.handler.name} cannot be encoded: {exc}"
             ) from exc
 
-    def _settle(self, rep: _Replica, env: _Envelope, call: asyncio.Task[bytes]) -> None:
+    async def _settle(self, rep: _Replica, env: _Envelope, call: asyncio.Task[bytes]) -> None:
         """Hand the handler's outcome to whoever waits for it."""
         msg_type = env.handler.describe()
         error: BaseException | None = None
@@ -441,9 +445,9 @@ class LocalRuntime:
         elif env.kind == "task":
             assert env.task is not None
             if call.cancelled():
-                self._tasks.release(env.task)
+                await self._tasks.release(env.task)
             elif error is None:
-                self._tasks.ack(env.task, call.result())
+                await self._tasks.ack(env.task, call.result())
             else:
                 log.warning(
                     "task %s on %r failed (attempt %d): %s",
@@ -452,7 +456,7 @@ class LocalRuntime:
                     env.task.attempts,
                     error,
                 )
-                self._tasks.fail(env.task, f"{type(error).__name__}: {error}")
+                await self._tasks.fail(env.task, f"{type(error).__name__}: {error}")
         elif error is not None and not call.cancelled():
             log.error(
                 "agent %r failed on %s: %s", rep.name, msg_type, error, exc_info=call.exception()
