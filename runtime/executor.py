@@ -1,0 +1,270 @@
+"""``AgentExecutor``: one agent instance, its bounded mailbox, its workers — shared by runtimes.
+
+Both runtimes run handlers the same way; only where messages come from differs (an asyncio
+call in ``LocalRuntime``, a Ray actor call or a shared-memory ring in the Ray runtime). So the
+part that turns an envelope into a handler call and its outcome into a reply, a task ack or a
+log line lives here, once:
+
+    caller ──envelope──► Mailbox (interactive | background, bounded)
+                            │  max_concurrency workers
+                            ▼
+                 handler(msg, ctx) in its own task ──► reply bytes / TaskQueue.ack|fail
+                     ▲ cancelled when the caller's future is cancelled
+
+Replies leave as encoded bytes: the caller decodes them, so a reply that could not cross a
+process boundary fails in every runtime alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from agents import Agent, codec
+from agents.context import Context
+from agents.errors import (
+    AgentError,
+    Backpressure,
+    HandlerError,
+    MessageEncodeError,
+    RuntimeClosed,
+)
+from agents.handlers import HandlerInfo
+from agents.runtime_api import Priority
+from agents.tracing import RecordingSpan, TraceContext
+from runtime.config import AgentConfig
+from runtime.mailbox import Mailbox, MailboxFull
+from runtime.queues import TaskQueue, TaskRecord
+
+__all__ = ["AgentExecutor", "Envelope"]
+
+log = logging.getLogger(__name__)
+
+ContextFactory = Callable[[RecordingSpan], Context]
+
+
+@dataclass(eq=False)
+class Envelope:
+    """A message in a mailbox: the encoded payload plus what the worker needs to answer."""
+
+    kind: Literal["send", "topic", "task"]
+    payload: bytes
+    handler: HandlerInfo
+    trace: TraceContext | None  # the caller's position; the handler span is its child
+    future: asyncio.Future[bytes] | None = None  # send: the caller waits on it
+    task: TaskRecord | None = None  # task: the queue's record
+
+
+class AgentExecutor:
+    """Runs one agent instance's handlers.
+
+    Args:
+        cls: the agent class (instantiated here, with no arguments).
+        settings: mailbox size, concurrency, interactive share.
+        make_context: builds the ``Context`` of one handler call from its span.
+        tasks: the task queue this agent's queue handlers ack to.
+        on_span: called with each finished handler span (tests, telemetry).
+        consumer: this replica's consumer name on task queues.
+        progress: set after every handler finishes (shared by a runtime's executors, so
+            shutdown can wait for "anything finished" on one event).
+    """
+
+    def __init__(
+        self,
+        cls: type[Agent],
+        settings: AgentConfig,
+        make_context: ContextFactory,
+        tasks: TaskQueue,
+        on_span: Callable[[RecordingSpan], None] | None = None,
+        consumer: str = "",
+        progress: asyncio.Event | None = None,
+    ) -> None:
+        self.cls = cls
+        self.name = cls.name
+        self.settings = settings
+        self.instance = cls()
+        self.mailbox: Mailbox[Envelope] = Mailbox(settings.mailbox_size, settings.interactive_share)
+        self.inflight = 0
+        self.progress = progress or asyncio.Event()
+        self._make_context = make_context
+        self._tasks = tasks
+        self._on_span = on_span
+        self._consumer = consumer or cls.name
+        self._workers: list[asyncio.Task[None]] = []
+        self._claimers: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Run ``on_start``, then start the workers and one claimer per served task queue."""
+        span = RecordingSpan.start(f"{self.name}.on_start", None)
+        await self.instance.on_start(self._make_context(span))
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}")
+            for i in range(self.settings.max_concurrency)
+        ]
+        self._claimers = [
+            asyncio.create_task(self._claim(q), name=f"{self.name}-claim-{q}")
+            for q in self.cls.routes().keys("queue")
+        ]
+
+    def busy(self) -> int:
+        """Messages waiting or running."""
+        return len(self.mailbox) + self.inflight
+
+    async def stop_claiming(self) -> None:
+        """Stop taking tasks from queues (first step of shutdown)."""
+        for t in self._claimers:
+            t.cancel()
+        await asyncio.gather(*self._claimers, return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel the workers (their running handlers are cancelled), fail what still waits,
+        give claimed tasks back, and run ``on_stop``."""
+        await self.stop_claiming()
+        for w in self._workers:
+            w.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        for env in self.mailbox.drain():
+            if env.future is not None and not env.future.done():
+                env.future.set_exception(RuntimeClosed("the runtime shut down before delivery"))
+            if env.task is not None:
+                await self._tasks.release(env.task)
+        try:
+            span = RecordingSpan.start(f"{self.name}.on_stop", None)
+            await self.instance.on_stop(self._make_context(span))
+        except Exception:
+            log.exception("on_stop of agent %r failed", self.name)
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def send(
+        self, payload: bytes, handler: HandlerInfo, trace: TraceContext | None, priority: Priority
+    ) -> asyncio.Future[bytes]:
+        """Queue a request; the future resolves to the encoded reply. Cancelling the future
+        cancels the handler. Raises ``Backpressure`` when the mailbox is full."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._put_nowait(Envelope("send", payload, handler, trace, future=fut), priority)
+        return fut
+
+    def deliver(self, payload: bytes, handler: HandlerInfo, trace: TraceContext | None) -> None:
+        """Queue a topic message (background class). Raises ``Backpressure``."""
+        self._put_nowait(Envelope("topic", payload, handler, trace), "background")
+
+    async def deliver_wait(
+        self, payload: bytes, handler: HandlerInfo, trace: TraceContext | None
+    ) -> None:
+        """Queue a topic message, waiting for room (for transports that have already
+        accepted it, such as a shared-memory ring)."""
+        await self.mailbox.put(Envelope("topic", payload, handler, trace), "background")
+
+    def _put_nowait(self, env: Envelope, priority: Priority) -> None:
+        try:
+            self.mailbox.put_nowait(env, priority)
+        except MailboxFull:
+            raise Backpressure(self.name, self.mailbox.capacity) from None
+
+    async def _claim(self, queue: str) -> None:
+        """Take tasks of ``queue`` as a competing consumer, waiting for mailbox room so a task
+        already claimed is never dropped."""
+        routes = self.cls.routes()
+        while True:
+            rec = await self._tasks.claim(queue, consumer=self._consumer)
+            try:
+                handler = routes.find("queue", queue, codec.decode(rec.payload))
+            except AgentError as exc:
+                await self._tasks.fail(rec, f"{type(exc).__name__}: {exc}")
+                continue
+            try:
+                await self.mailbox.put(Envelope("task", rec.payload, handler, rec.trace, task=rec))
+            except asyncio.CancelledError:
+                await self._tasks.release(rec)
+                raise
+
+    # -- execution ---------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            env = await self.mailbox.get()
+            if env.future is not None and env.future.done():
+                continue  # the caller gave up while it waited in the mailbox
+            self.inflight += 1
+            try:
+                await self._run(env)
+            finally:
+                self.inflight -= 1
+                self.progress.set()
+
+    async def _run(self, env: Envelope) -> None:
+        span = RecordingSpan.start(f"{self.name}.{env.handler.name}", env.trace)
+        span.set_attribute("raygent.agent", self.name)
+        span.set_attribute("raygent.channel", env.kind)
+        call = asyncio.create_task(self._invoke(env, span))
+        if env.future is not None:
+            env.future.add_done_callback(lambda f: f.cancelled() and call.cancel())
+        try:
+            await asyncio.wait({call})
+        except asyncio.CancelledError:  # the worker itself is being stopped
+            call.cancel()
+            await asyncio.wait({call})
+            await self._settle(env, call)
+            raise
+        await self._settle(env, call)
+        if self._on_span is not None:
+            self._on_span(span)
+
+    async def _invoke(self, env: Envelope, span: RecordingSpan) -> bytes:
+        msg = codec.decode(env.payload)
+        result = await env.handler.func(self.instance, msg, self._make_context(span))
+        try:
+            return codec.encode(result)
+        except MessageEncodeError as exc:
+            raise MessageEncodeError(
+                f"reply of {self.name}.{env.handler.name} cannot be encoded: {exc}"
+            ) from exc
+
+    async def _settle(self, env: Envelope, call: asyncio.Task[bytes]) -> None:
+        """Hand the handler's outcome to whoever waits for it."""
+        error: BaseException | None = None
+        if call.cancelled():
+            error = RuntimeClosed(f"{self.name}: handler cancelled")
+        elif (exc := call.exception()) is not None:
+            error = exc
+            if not isinstance(exc, AgentError):
+                error = HandlerError(
+                    self.name, env.handler.describe(), type(exc).__name__, str(exc)
+                )
+                error.__cause__ = exc
+        if env.kind == "send":
+            fut = env.future
+            if fut is not None and not fut.done():
+                if error is None:
+                    fut.set_result(call.result())
+                else:
+                    fut.set_exception(error)
+        elif env.kind == "task":
+            assert env.task is not None
+            if call.cancelled():
+                await self._tasks.release(env.task)
+            elif error is None:
+                await self._tasks.ack(env.task, call.result())
+            else:
+                log.warning(
+                    "task %s on %r failed (attempt %d): %s",
+                    env.task.id,
+                    env.task.queue,
+                    env.task.attempts,
+                    error,
+                )
+                await self._tasks.fail(env.task, f"{type(error).__name__}: {error}")
+        elif error is not None and not call.cancelled():
+            log.error(
+                "agent %r failed on %s: %s",
+                self.name,
+                env.handler.describe(),
+                error,
+                exc_info=call.exception(),
+            )
