@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 run: venv-cpu  ## serve the application with the embedded defaults (or $RAYGENT_CONFIG)
 	$(BIN)/serve run serve_app:app
 
-test: venv redis  ## set up, start redis-server, run unit + integration tests
+test: venv-cpu redis  ## set up (with vLLM's CPU build), start redis-server, run every test
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:$(REDIS_PORT)/0} $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 check: lint test  ## the whole gate (what CI runs, plus lint)

@@ -22,6 +22,8 @@ __all__ = [
     "MessageTooLarge",
     "ModelError",
     "NoHandler",
+    "QueueUnavailable",
+    "ReplicaUnavailable",
     "RuntimeClosed",
     "SendTimeout",
     "TaskNotFound",
@@ -32,14 +34,27 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type, args: tuple, attrs: dict) -> AgentError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(attrs)
+    return err
+
+
 class AgentError(Exception):
     """Base of every raygent SDK error.
+
+    Errors cross process boundaries (a replica's error reaches its caller through Ray), so
+    they pickle by their attributes rather than by re-running ``__init__``.
 
     Attributes:
         retryable: whether repeating the same call may succeed. Subclasses set it.
     """
 
     retryable: bool = False
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
 
 class UnknownAgent(AgentError):
@@ -108,6 +123,18 @@ class Backpressure(AgentError):
             f"agent {agent!r} mailbox is full ({capacity} messages); retry after "
             f"{retry_after_s:g}s or raise agents[].mailbox_size in the config"
         )
+
+
+class ReplicaUnavailable(AgentError):
+    """The agent has no live replica right now, or the one serving the call died mid-call
+    (it is being restarted). Retryable: a retry goes to a live or restarted replica; the
+    failed call may or may not have run."""
+
+    retryable = True
+
+    def __init__(self, agent: str, detail: str = "") -> None:
+        self.agent = agent
+        super().__init__(f"no live replica of agent {agent!r}" + (f": {detail}" if detail else ""))
 
 
 class SendTimeout(AgentError):
@@ -186,6 +213,25 @@ class TaskNotFound(AgentError):
     def __init__(self, task_id: str) -> None:
         self.task_id = task_id
         super().__init__(f"unknown task id {task_id!r}")
+
+
+class QueueUnavailable(AgentError):
+    """The durable task queue's store (Redis) could not be reached or did not answer in time.
+    Retryable: the operation may succeed once the store is back (the gateway answers 503 with
+    Retry-After). ``retryable`` is False only when the store refused the command itself (say, a
+    key of the wrong type), which an operator has to fix.
+
+    Attributes:
+        queue: the task queue concerned, or None when the error is not about one queue.
+    """
+
+    retryable = True
+
+    def __init__(self, queue: str | None, reason: str, *, retryable: bool = True) -> None:
+        self.queue = queue
+        self.retryable = retryable
+        what = f"task queue {queue!r}" if queue is not None else "the task queue store"
+        super().__init__(f"{what} is unavailable: {reason}")
 
 
 class RuntimeClosed(AgentError):

@@ -10,6 +10,10 @@ Sources, later ones winning:
    ``RAYGENT__MODELS__DEFAULT__LOAD=eager`` or ``RAYGENT__LIMITS__MAX_TOKENS=512`` (values are
    parsed as YAML scalars, so numbers and booleans work).
 
+One more variable is not part of the tree because it names a place on this machine rather than a
+setting of the application: ``RAYGENT_MODEL_CACHE``, the directory where generated models
+(``builtin:tiny``) are kept (default ``~/.cache/raygent/models``); see :func:`model_cache_dir`.
+
 The environment is read here and nowhere else. Every field says its unit in its name and is
 documented below; a bad file fails at start with :class:`ConfigError`, one line per problem
 naming the field, the bad value and what is allowed.
@@ -54,9 +58,11 @@ __all__ = [
     "WarmupConfig",
     "import_agent",
     "load_config",
+    "model_cache_dir",
 ]
 
 ENV_CONFIG_PATH = "RAYGENT_CONFIG"
+ENV_MODEL_CACHE = "RAYGENT_MODEL_CACHE"
 ENV_PREFIX = "RAYGENT__"
 _IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 
@@ -74,6 +80,9 @@ class ResourcesConfig(_Section):
     """GPUs reserved per replica (fractions allowed)."""
     memory_bytes: int | None = Field(None, ge=0)
     """Memory reserved per replica; None: not reserved."""
+    custom: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources per replica, e.g. ``{"accelerator_a10": 1}`` or a node label
+    resource to pin replicas to nodes."""
 
 
 class AutoscalingConfig(_Section):
@@ -114,6 +123,10 @@ class AgentConfig(_Section):
     """Handlers a replica runs at once."""
     interactive_share: float = Field(0.7, gt=0, lt=1)
     """Share of dispatches that go to interactive messages when background work also waits."""
+    max_restarts: int = Field(3, ge=-1)
+    """Times Ray restarts a crashed replica (-1: forever); ``on_start`` runs again each time."""
+    ring_bytes: int = Field(4 << 20, ge=1 << 16)
+    """Size of the replica's shared-memory ring for pub/sub and state to co-located replicas."""
 
 
 class WarmupConfig(_Section):
@@ -155,6 +168,18 @@ class ModelConfig(_Section):
     """Autoscale between bounds instead of a fixed count."""
     resources: ResourcesConfig = ResourcesConfig(num_cpus=1.0)
     """Ray resources per replica."""
+    max_ongoing_requests: int = Field(64, ge=1)
+    """Requests one replica takes at once (Serve's ``max_ongoing_requests``); the engine batches
+    them, so this is usually well above Serve's default of 5."""
+    health_check_period_s: float = Field(10.0, gt=0)
+    """How often Serve checks a replica's health (each check generates one token unless the
+    engine produced output within ``health_check_timeout_s``)."""
+    health_check_timeout_s: float = Field(10.0, gt=0)
+    """Longest the health check may wait for its one token; a slower engine counts as hung and
+    Serve replaces the replica after three failed checks in a row."""
+    routing_stats_period_s: float = Field(2.0, gt=0)
+    """How often Serve collects each replica's readiness for routing; until a replica reports
+    itself warm, requests go to warm replicas when there are any."""
 
 
 class CacheConfig(_Section):
@@ -184,7 +209,14 @@ class QueuesConfig(_Section):
     max_attempts: int = Field(3, ge=1)
     """Handler runs before a task is dead-lettered."""
     max_pending: int = Field(10_000, ge=1)
-    """Tasks a queue holds before ``submit`` raises ``Backpressure``."""
+    """Tasks a queue holds (waiting; with Redis, waiting or claimed and not yet finished)
+    before ``submit`` raises ``Backpressure``."""
+    finished_ttl_s: float = Field(7 * 24 * 3600.0, gt=0)
+    """Redis: how long a DONE or DEAD task (its result or last error, and its dead-letter
+    entry) stays readable by id after it finished. Unfinished tasks never expire."""
+    socket_timeout_s: float = Field(5.0, gt=0)
+    """Redis: connect and read timeout; a Redis slower than this counts as down and the call
+    raises ``QueueUnavailable`` (retryable) instead of waiting."""
 
 
 class LimitsConfig(_Section):
@@ -310,6 +342,18 @@ def load_config(
     except ValidationError as exc:
         from_env = set(_flatten(overrides))
         raise ConfigError(_format_errors(exc, source, from_env)) from None
+
+
+def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Where generated models (``builtin:tiny``) live: ``$RAYGENT_MODEL_CACHE``, else
+    ``~/.cache/raygent/models``.
+
+    Args:
+        env: the environment to read (default ``os.environ``); tests pass a dict.
+    """
+    env = os.environ if env is None else env
+    value = env.get(ENV_MODEL_CACHE)
+    return Path(value).expanduser() if value else Path.home() / ".cache" / "raygent" / "models"
 
 
 def import_agent(import_path: str) -> type:

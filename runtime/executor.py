@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from agents import Agent, codec
 from agents.context import Context
@@ -52,10 +52,14 @@ class Envelope:
 
     kind: Literal["send", "topic", "task"]
     payload: bytes
-    handler: HandlerInfo
+    handler: HandlerInfo | None  # None: resolved from the decoded message (remote callers)
     trace: TraceContext | None  # the caller's position; the handler span is its child
+    key: str | None = None  # the topic or queue
     future: asyncio.Future[bytes] | None = None  # send: the caller waits on it
     task: TaskRecord | None = None  # task: the queue's record
+
+    def describe(self) -> str:
+        return self.handler.describe() if self.handler else f"{self.kind} message"
 
 
 class AgentExecutor:
@@ -142,24 +146,30 @@ class AgentExecutor:
     # -- intake ------------------------------------------------------------------------------
 
     def send(
-        self, payload: bytes, handler: HandlerInfo, trace: TraceContext | None, priority: Priority
+        self,
+        payload: bytes,
+        handler: HandlerInfo | None,
+        trace: TraceContext | None,
+        priority: Priority,
     ) -> asyncio.Future[bytes]:
         """Queue a request; the future resolves to the encoded reply. Cancelling the future
-        cancels the handler. Raises ``Backpressure`` when the mailbox is full."""
+        cancels the handler. Raises ``Backpressure`` when the mailbox is full. Without a
+        ``handler`` the message's type picks one when it runs (``NoHandler`` then fails the
+        future)."""
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._put_nowait(Envelope("send", payload, handler, trace, future=fut), priority)
         return fut
 
-    def deliver(self, payload: bytes, handler: HandlerInfo, trace: TraceContext | None) -> None:
-        """Queue a topic message (background class). Raises ``Backpressure``."""
-        self._put_nowait(Envelope("topic", payload, handler, trace), "background")
-
-    async def deliver_wait(
-        self, payload: bytes, handler: HandlerInfo, trace: TraceContext | None
+    def deliver(
+        self, topic: str, payload: bytes, handler: HandlerInfo | None, trace: TraceContext | None
     ) -> None:
+        """Queue a topic message (background class). Raises ``Backpressure``."""
+        self._put_nowait(Envelope("topic", payload, handler, trace, topic), "background")
+
+    async def deliver_wait(self, topic: str, payload: bytes, trace: TraceContext | None) -> None:
         """Queue a topic message, waiting for room (for transports that have already
         accepted it, such as a shared-memory ring)."""
-        await self.mailbox.put(Envelope("topic", payload, handler, trace), "background")
+        await self.mailbox.put(Envelope("topic", payload, None, trace, topic), "background")
 
     def _put_nowait(self, env: Envelope, priority: Priority) -> None:
         try:
@@ -179,7 +189,8 @@ class AgentExecutor:
                 await self._tasks.fail(rec, f"{type(exc).__name__}: {exc}")
                 continue
             try:
-                await self.mailbox.put(Envelope("task", rec.payload, handler, rec.trace, task=rec))
+                env = Envelope("task", rec.payload, handler, rec.trace, queue, task=rec)
+                await self.mailbox.put(env)
             except asyncio.CancelledError:
                 await self._tasks.release(rec)
                 raise
@@ -199,25 +210,45 @@ class AgentExecutor:
                 self.progress.set()
 
     async def _run(self, env: Envelope) -> None:
-        span = RecordingSpan.start(f"{self.name}.{env.handler.name}", env.trace)
+        name = env.handler.name if env.handler else env.kind
+        span = RecordingSpan.start(f"{self.name}.{name}", env.trace)
         span.set_attribute("raygent.agent", self.name)
         span.set_attribute("raygent.channel", env.kind)
-        call = asyncio.create_task(self._invoke(env, span))
-        if env.future is not None:
+        if env.future is None:
+            # Topic messages and tasks have no caller that could give up; only shutdown
+            # cancels them, by cancelling this worker. So run them inline: one task and one
+            # loop turn less per message.
+            try:
+                result = await self._invoke(env, span)
+            except asyncio.CancelledError:
+                await self._settle(env, None, None, cancelled=True)
+                raise
+            except Exception as exc:
+                await self._settle(env, None, exc)
+            else:
+                await self._settle(env, result, None)
+        else:
+            # A request runs in its own task so that the caller giving up (its future
+            # cancelled) cancels the handler without touching this worker.
+            call = asyncio.create_task(self._invoke(env, span))
             env.future.add_done_callback(lambda f: f.cancelled() and call.cancel())
-        try:
-            await asyncio.wait({call})
-        except asyncio.CancelledError:  # the worker itself is being stopped
-            call.cancel()
-            await asyncio.wait({call})
-            await self._settle(env, call)
-            raise
-        await self._settle(env, call)
+            try:
+                await asyncio.wait({call})
+            except asyncio.CancelledError:  # the worker itself is being stopped
+                call.cancel()
+                await asyncio.wait({call})
+                await self._settle(env, *_outcome(call))
+                raise
+            await self._settle(env, *_outcome(call))
         if self._on_span is not None:
             self._on_span(span)
 
     async def _invoke(self, env: Envelope, span: RecordingSpan) -> bytes:
         msg = codec.decode(env.payload)
+        if env.handler is None:
+            channel = "direct" if env.kind == "send" else env.kind
+            env.handler = self.cls.routes().find(channel, env.key, msg)
+            span.name = f"{self.name}.{env.handler.name}"
         result = await env.handler.func(self.instance, msg, self._make_context(span))
         try:
             return codec.encode(result)
@@ -226,31 +257,35 @@ class AgentExecutor:
                 f"reply of {self.name}.{env.handler.name} cannot be encoded: {exc}"
             ) from exc
 
-    async def _settle(self, env: Envelope, call: asyncio.Task[bytes]) -> None:
+    async def _settle(
+        self,
+        env: Envelope,
+        result: bytes | None,
+        exc: BaseException | None,
+        cancelled: bool = False,
+    ) -> None:
         """Hand the handler's outcome to whoever waits for it."""
         error: BaseException | None = None
-        if call.cancelled():
+        if cancelled:
             error = RuntimeClosed(f"{self.name}: handler cancelled")
-        elif (exc := call.exception()) is not None:
+        elif exc is not None:
             error = exc
             if not isinstance(exc, AgentError):
-                error = HandlerError(
-                    self.name, env.handler.describe(), type(exc).__name__, str(exc)
-                )
+                error = HandlerError(self.name, env.describe(), type(exc).__name__, str(exc))
                 error.__cause__ = exc
         if env.kind == "send":
             fut = env.future
             if fut is not None and not fut.done():
                 if error is None:
-                    fut.set_result(call.result())
+                    fut.set_result(result)
                 else:
                     fut.set_exception(error)
         elif env.kind == "task":
             assert env.task is not None
-            if call.cancelled():
-                await self._tasks.release(env.task)
+            if cancelled:
+                await self._settle_task("release", env.task)
             elif error is None:
-                await self._tasks.ack(env.task, call.result())
+                await self._settle_task("ack", env.task, result)
             else:
                 log.warning(
                     "task %s on %r failed (attempt %d): %s",
@@ -259,12 +294,28 @@ class AgentExecutor:
                     env.task.attempts,
                     error,
                 )
-                await self._tasks.fail(env.task, f"{type(error).__name__}: {error}")
-        elif error is not None and not call.cancelled():
-            log.error(
-                "agent %r failed on %s: %s",
-                self.name,
-                env.handler.describe(),
-                error,
-                exc_info=call.exception(),
-            )
+                await self._settle_task("fail", env.task, f"{type(error).__name__}: {error}")
+        elif error is not None:
+            log.error("agent %r failed on %s: %s", self.name, env.describe(), error, exc_info=exc)
+
+    async def _settle_task(self, op: str, rec: TaskRecord, *args: Any) -> None:
+        """ack / fail / release with a few retries on a retryable queue error (a Redis blip),
+        so one failed round trip neither kills this worker nor leaves the task claimed; if all
+        fail, the queue's visibility timeout hands the task to another worker."""
+        for attempt in range(3):
+            try:
+                await getattr(self._tasks, op)(rec, *args)
+                return
+            except AgentError as exc:
+                if not exc.retryable or attempt == 2:
+                    log.error("task %s: %s failed: %s", rec.id, op, exc)
+                    return
+                await asyncio.sleep(0.1 * 2**attempt)
+
+
+def _outcome(call: asyncio.Task[bytes]) -> tuple[bytes | None, BaseException | None, bool]:
+    """(result, exception, cancelled) of a finished handler task."""
+    if call.cancelled():
+        return None, None, True
+    exc = call.exception()
+    return (None, exc, False) if exc is not None else (call.result(), None, False)

@@ -274,7 +274,7 @@ class LocalRuntime:
             if ex.mailbox.full():
                 raise Backpressure(ex.name, ex.mailbox.capacity)
         for ex, handler in handlers:
-            ex.deliver(payload, handler, trace)
+            ex.deliver(topic, payload, handler, trace)
 
     async def submit(self, queue: str, task: Any, *, trace: TraceContext | None = None) -> str:
         self._check_open()

@@ -17,18 +17,16 @@ PORT = 18631
 
 
 @pytest.fixture(scope="module")
-def gateway():
+def gateway(ray_session):
     from runtime.config import load_config
     from runtime.gateway import build_app
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
         serve.run(build_app(load_config(env={})), name="raygent", route_prefix="/")
         yield f"http://127.0.0.1:{PORT}"
     finally:
         serve.shutdown()
-        ray.shutdown()
 
 
 def get(url):

@@ -11,7 +11,7 @@ import agents
 import agents.errors
 import runtime.errors
 
-PACKAGES = ["agents", "runtime", "agents.testing"]
+PACKAGES = ["agents", "runtime", "agents.testing", "shm"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -62,3 +62,14 @@ def test_sdk_imports_no_heavy_dependency():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_every_sdk_error_survives_pickling_with_its_attributes():
+    import pickle  # noqa: TID251 - Ray pickles errors between processes; this checks that
+
+    err = agents.Backpressure("echo", 4, retry_after_s=2.0)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is agents.Backpressure and str(back) == str(err)
+    assert back.agent == "echo" and back.capacity == 4 and back.retryable
+    nested = pickle.loads(pickle.dumps(agents.HandlerError("a", "T", "ValueError", "boom")))
+    assert nested.cause == "boom"

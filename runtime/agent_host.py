@@ -1,0 +1,247 @@
+"""``AgentHost``: one agent replica as a Ray actor.
+
+It wraps an :class:`~runtime.executor.AgentExecutor` (the instance, its bounded mailbox and
+workers) and a :class:`~runtime.cluster.ClusterClient` (what ``ctx`` talks to), owns the
+replica's shm ring, and registers itself with the application's registry.
+
+Life of a replica::
+
+    __init__ (sync; Ray runs it again after every crash, with the same arguments)
+      └─ queues a call to its own start(): Ray runs it once __init__ returns
+    start():  ring + bus → executor.on_start → register (member = new incarnation) → feeds
+    deliver() / deliver_topic(): messages in
+    drain():  stop claiming tasks, let the mailbox empty (up to a timeout), on_stop,
+              unregister, close the ring
+
+A crash ends the incarnation: callers with calls in flight get ``ReplicaUnavailable``
+(retryable), Ray restarts the actor (``max_restarts``), ``on_start`` runs again, and the new
+incarnation replaces the old one in the registry, so peers re-attach to its new ring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from collections import Counter, deque
+from typing import Any
+
+import ray
+
+from agents.context import Context
+from agents.model import ModelClient
+from agents.runtime_api import Priority
+from agents.tracing import RecordingSpan, TraceContext
+from runtime.bus import EventBus
+from runtime.cluster import AppSpec, ClusterClient
+from runtime.executor import AgentExecutor
+from runtime.queues import TaskQueue, make_task_queue
+from runtime.ray_registry import ActorTaskQueue, Member
+
+__all__ = ["AgentHost"]
+
+log = logging.getLogger(__name__)
+
+
+def _trace(traceparent: str | None) -> TraceContext | None:
+    return TraceContext.parse(traceparent) if traceparent else None
+
+
+class AgentHost:
+    """One replica. Create with ``ray.remote(AgentHost).options(...).remote(...)``.
+
+    Args:
+        spec: the application's shape.
+        agent: which agent of ``spec`` this replica runs.
+        index: replica index within the agent (stable across restarts).
+        registry: the registry actor.
+        queue_actor: the in-process task queue actor, or None when Redis is configured.
+        models: model clients by name.
+    """
+
+    def __init__(
+        self,
+        spec: AppSpec,
+        agent: str,
+        index: int,
+        registry: Any,
+        queue_actor: Any,
+        models: dict[str, ModelClient],
+    ) -> None:
+        self._spec = spec
+        self._agent = agent
+        self._index = index
+        self._registry = registry
+        self._queue_actor = queue_actor
+        self._models = models
+        self.replica_id = f"{agent}/{index}/{uuid.uuid4().hex[:8]}"
+        self._starting: asyncio.Future[None] | None = None
+        self._spans: deque[RecordingSpan] = deque(maxlen=1000)
+        self._executor: AgentExecutor | None = None
+        self._client: ClusterClient | None = None
+        self._bus: EventBus | None = None
+        # Which path topic messages and state updates took here (tests, debugging).
+        self._paths: Counter[str] = Counter()
+        # Ray re-runs __init__ after a crash: this queued call is what brings a restarted
+        # replica back (on_start, registration) without waiting for traffic.
+        ray.get_runtime_context().current_actor.start.remote()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Start once (concurrent callers share it); returns the replica id."""
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await asyncio.shield(self._starting)
+        return self.replica_id
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        node_id = ray.get_runtime_context().get_node_id()
+        settings = self._spec.settings[self._agent]
+        cls = self._spec.classes[self._agent]
+        tasks = self._make_tasks()
+        self._bus = EventBus(
+            replica_id=self.replica_id,
+            agent=self._agent,
+            loop=loop,
+            on_batch=self._on_ring_batch,
+            on_lapped=lambda: self._client and self._client.resync_state(),
+            capacity_bytes=settings.ring_bytes,
+        )
+        self._client = ClusterClient(
+            self._spec,
+            self._registry,
+            tasks,
+            writer_id=self.replica_id,
+            node_id=node_id,
+            bus=self._bus,
+            local_sink=self._on_local_topic,
+        )
+        model_name = settings.model or cls.model
+        llm = self._models.get(model_name) if model_name else None
+        client = self._client
+
+        def make_context(span: RecordingSpan) -> Context:
+            return Context(
+                agent=self._agent,
+                runtime=client,
+                span=span,
+                llm=llm,
+                model_name=model_name,
+                models_known=tuple(self._models),
+            )
+
+        self._executor = AgentExecutor(
+            cls, settings, make_context, tasks, self._spans.append, consumer=self.replica_id
+        )
+        self._client.start()
+        await self._executor.start()
+        member = Member(
+            self.replica_id,
+            self._agent,
+            self._index,
+            node_id,
+            ray.get_runtime_context().current_actor,
+            self._bus.handle,
+        )
+        await self._registry.register.remote(member)
+        log.info("replica %s started on node %s (pid %d)", self.replica_id, node_id, os.getpid())
+
+    def _make_tasks(self) -> TaskQueue:
+        if self._queue_actor is None:
+            return make_task_queue(self._spec.config)
+        return ActorTaskQueue(self._queue_actor, self._spec.config.queues.max_pending)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Graceful stop: no new tasks, let queued messages finish up to ``timeout_s``, then
+        ``on_stop``; unregister and free the ring."""
+        if self._starting is None or self._executor is None:
+            return
+        ex = self._executor
+        await self._registry.unregister.remote(self.replica_id)
+        await ex.stop_claiming()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while ex.busy() and loop.time() < deadline:
+            ex.progress.clear()
+            try:
+                await asyncio.wait_for(ex.progress.wait(), deadline - loop.time())
+            except asyncio.TimeoutError:
+                break
+        await ex.stop()
+        if self._client is not None:
+            await self._client.close()
+        if self._bus is not None:
+            self._bus.close()
+
+    # -- messages in -------------------------------------------------------------------------
+
+    async def deliver(self, payload: bytes, traceparent: str | None, priority: Priority) -> bytes:
+        """A ``send``: run the handler, return the encoded reply. Cancelling this call (the
+        caller gave up) cancels the handler."""
+        ex = await self._ready()
+        return await ex.send(payload, None, _trace(traceparent), priority)
+
+    async def deliver_topic(self, topic: str, payload: bytes, traceparent: str | None) -> None:
+        """A topic message from another node (co-located ones come through the ring)."""
+        self._paths["topic:ray"] += 1
+        ex = await self._ready()
+        ex.deliver(topic, payload, None, _trace(traceparent))
+
+    async def _on_local_topic(self, topic: str, payload: bytes, traceparent: str | None) -> None:
+        self._paths["topic:self"] += 1
+        ex = await self._ready()
+        ex.deliver(topic, payload, None, _trace(traceparent))
+
+    async def _on_ring_batch(self, items: list[tuple[Any, ...]]) -> None:
+        """Records from co-located rings, in order: state applied, topic messages queued
+        (waiting for mailbox room: the ring reader waits with us)."""
+        ex = await self._ready()
+        state = self._client.state if self._client else None
+        for item in items:
+            if item[0] == "s":
+                if state is not None and state.apply(item[1], item[2], item[3]):
+                    self._paths["state:ring"] += 1
+                continue
+            self._paths["topic:ring"] += 1
+            _, topic, payload, traceparent = item
+            if ex.mailbox.full():
+                await ex.deliver_wait(topic, payload, _trace(traceparent))
+            else:
+                ex.deliver(topic, payload, None, _trace(traceparent))
+
+    async def _ready(self) -> AgentExecutor:
+        ex = self._executor
+        if ex is not None and self._starting is not None and self._starting.done():
+            return ex  # the hot path: started, no awaits
+        await self.start()
+        assert self._executor is not None
+        return self._executor
+
+    # -- introspection -----------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, Any]:
+        """Load and recent spans, for routing decisions, tests and debugging."""
+        ex = await self._ready()
+        return {
+            "replica_id": self.replica_id,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "mailbox": len(ex.mailbox),
+            "inflight": ex.inflight,
+            "attached": sorted(self._bus.attached()) if self._bus else [],
+            "paths": {**self._paths, **(self._client.paths if self._client else {})},
+            "state": {k: self._client.state[k] for k in self._client.state} if self._client else {},
+            "spans": [
+                {
+                    "name": s.name,
+                    "trace_id": s.context.trace_id,
+                    "span_id": s.context.span_id,
+                    "parent_span_id": s.parent_span_id,
+                    "attributes": dict(s.attributes),
+                }
+                for s in self._spans
+            ],
+        }

@@ -1,0 +1,196 @@
+"""The node-local event bus of one replica: its own shm ring out, its neighbours' rings in.
+
+Every replica writes its topic messages and state updates to one ring it owns
+(``shm.RingBuffer``, block policy); every other replica on the same Ray node attaches a reader
+to it. A record is written once and read by every co-located replica — the point of shared
+memory — and each reader keeps only what concerns it:
+
+    record (msgpack)                                        a reader ...
+    ["t", topic, {agent: replica_id}, payload, traceparent] runs it if its replica_id is the
+                                                            target chosen for its agent
+    ["s", key, [counter, writer], value | None]             applies it (last writer wins)
+
+A topic message names one target *incarnation* per subscribing agent (chosen by the
+publisher), so each agent handles it exactly once even though every neighbour sees it, and a
+replica that restarts never re-runs records addressed to its previous life; that is why readers
+attach at the *oldest* record still in the ring.
+
+Readers run in one thread per attached ring (a ring reader blocks while it waits, which must
+not stall the actor's event loop); each batch read is handed to the loop in one hop, in ring
+order, and the thread waits until the loop has taken it. A topic record waits for mailbox room
+there, so a slow subscriber slows its ring's reader, fills the ring, and the publisher gets
+``Backpressure`` — back-pressure travels through shared memory.
+A lapped reader (possible only if a reader was evicted as dead) asks the owner for a state
+snapshot; readers of a writer that died or closed detach themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+
+from shm import (
+    Lapped,
+    RingBuffer,
+    RingBufferClosed,
+    RingBufferFull,
+    RingHandle,
+    ShmError,
+    WriterDead,
+)
+
+__all__ = ["EventBus"]
+
+log = logging.getLogger(__name__)
+
+Item = tuple[Any, ...]  # ("s", key, (counter, writer), value) | ("t", topic, payload, tp)
+BatchSink = Callable[[list[Item]], Awaitable[None]]
+
+_READ_WAIT_S = 0.2  # how often a reader thread notices it should stop
+
+
+class EventBus:
+    """One replica's ring and its readers of co-located rings.
+
+    Args:
+        replica_id: this incarnation's id (targets in topic records name it).
+        agent: this replica's agent name.
+        loop: the actor's event loop (the sink runs there).
+        on_batch: coroutine run with each batch of state records and of topic records
+            addressed to this replica, in ring order.
+        on_lapped: called (on the loop) when a reader lost records: resync from a snapshot.
+        capacity_bytes: size of this replica's ring.
+        write_timeout_s: how long a publisher waits for the slowest co-located reader.
+    """
+
+    def __init__(
+        self,
+        *,
+        replica_id: str,
+        agent: str,
+        loop: asyncio.AbstractEventLoop,
+        on_batch: BatchSink,
+        on_lapped: Callable[[], None],
+        capacity_bytes: int = 4 << 20,
+        write_timeout_s: float = 5.0,
+    ) -> None:
+        self.replica_id = replica_id
+        self.agent = agent
+        self._loop = loop
+        self._on_batch = on_batch
+        self._on_lapped = on_lapped
+        self._timeout_s = write_timeout_s
+        self._ring = RingBuffer.create(capacity_bytes, "block", block_timeout_s=write_timeout_s)
+        self._write_lock = threading.Lock()  # the loop and fallback threads both write
+        self._readers: dict[str, _ReaderThread] = {}
+
+    @property
+    def handle(self) -> RingHandle:
+        return self._ring.handle
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def publish(
+        self, topic: str, targets: dict[str, str], payload: bytes, traceparent: str | None
+    ) -> None:
+        """Write a topic record. Raises ``RingBufferFull`` after the write timeout."""
+        await self._write(msgpack.packb(["t", topic, targets, payload, traceparent]))
+
+    async def put_state(self, key: str, version: tuple[int, str], value: bytes | None) -> None:
+        """Write a state record."""
+        await self._write(msgpack.packb(["s", key, list(version), value]))
+
+    async def _write(self, record: bytes) -> None:
+        # Fast path: the ring has room, no waiting, no thread hop.
+        with self._write_lock:
+            try:
+                self._ring.write(record, timeout_s=0)
+                return
+            except RingBufferFull:
+                pass
+        await asyncio.to_thread(self._write_blocking, record)
+
+    def _write_blocking(self, record: bytes) -> None:
+        with self._write_lock:
+            self._ring.write(record, timeout_s=self._timeout_s)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def attach(self, replica_id: str, handle: RingHandle) -> None:
+        """Start reading a co-located replica's ring (idempotent)."""
+        if replica_id in self._readers or replica_id == self.replica_id:
+            return
+        try:
+            reader = RingBuffer.attach(handle, start="oldest")
+        except ShmError as exc:
+            log.warning("cannot attach to ring of %s: %s", replica_id, exc)
+            return
+        t = _ReaderThread(self, replica_id, reader)
+        self._readers[replica_id] = t
+        t.start()
+
+    def detach(self, replica_id: str) -> None:
+        t = self._readers.pop(replica_id, None)
+        if t is not None:
+            t.stop()
+
+    def attached(self) -> set[str]:
+        return set(self._readers)
+
+    def close(self) -> None:
+        """Stop reading, close and unlink this replica's ring."""
+        for rid in list(self._readers):
+            self.detach(rid)
+        self._ring.close()
+        self._ring.unlink()
+
+    def _dispatch(self, batch: list[Any]) -> None:
+        """Run on a reader thread: decode a batch, keep what concerns this replica, hand it to
+        the loop in one hop and wait until the loop has taken it."""
+        items: list[Item] = []
+        for raw in batch:
+            rec = msgpack.unpackb(raw, raw=False)
+            if rec[0] == "s":
+                items.append(("s", rec[1], (rec[2][0], rec[2][1]), rec[3]))
+            elif rec[0] == "t" and rec[2].get(self.agent) == self.replica_id:
+                items.append(("t", rec[1], rec[3], rec[4]))
+        if items:
+            asyncio.run_coroutine_threadsafe(self._on_batch(items), self._loop).result()
+
+
+class _ReaderThread(threading.Thread):
+    def __init__(self, bus: EventBus, replica_id: str, reader: Any) -> None:
+        super().__init__(name=f"raygent-bus-{replica_id}", daemon=True)
+        self._bus = bus
+        self._replica_id = replica_id
+        self._reader = reader
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    batch = self._reader.read_many(max_items=256, timeout_s=_READ_WAIT_S)
+                except Lapped:
+                    self._bus._loop.call_soon_threadsafe(self._bus._on_lapped)
+                    continue
+                except (WriterDead, RingBufferClosed):
+                    return  # its owner is gone; membership will tell the bus
+                if not batch or self._stop.is_set():
+                    continue
+                try:
+                    self._bus._dispatch(batch)
+                except Exception:
+                    if self._stop.is_set() or self._bus._loop.is_closed():
+                        return
+                    log.exception("bus: bad records from %s", self._replica_id)
+        finally:
+            self._reader.close()

@@ -1,0 +1,382 @@
+"""``ClusterClient``: the ``agents.Runtime`` contract on a Ray cluster, for replicas and drivers.
+
+Every agent replica holds one (it is what ``ctx`` talks to), and so does the driver's
+``RayRuntime``. It knows the application's static shape (:class:`AppSpec`: agent classes,
+topics, queues) and follows the registry's membership and state feeds, so it can:
+
+* ``send`` — pick a replica of the target (power of two choices on this client's own in-flight
+  counts, as Serve's router does) and call it directly; a timeout or a cancelled caller
+  cancels the remote handler (``ray.cancel``);
+* ``publish`` — choose one replica per subscribing agent; co-located targets get one record
+  through this replica's shm ring, others a Ray call (``deliver_topic``);
+* ``state`` — reads are local; a write goes to co-located replicas through the ring and to the
+  registry (which feeds every other replica and the driver); last writer wins everywhere;
+* ``submit`` — put the task on the shared task queue (Redis Streams, or the registry's
+  in-process queue actor).
+
+Ray's errors are translated here, once (:func:`translate`), so callers see only
+``agents.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray import exceptions as rex
+
+from agents import Agent, codec
+from agents.errors import (
+    AgentError,
+    Backpressure,
+    HandlerError,
+    MessageTooLarge,
+    ReplicaUnavailable,
+    RuntimeClosed,
+    SendTimeout,
+    UnknownAgent,
+    UnknownQueue,
+    UnknownTopic,
+)
+from agents.runtime_api import Priority, SharedState, TaskInfo
+from agents.tracing import TraceContext
+from runtime.config import AgentConfig, RaygentConfig
+from runtime.local import encode_checked
+from runtime.queues import QueueFull, TaskQueue
+from runtime.ray_registry import Member, StateUpdate, StateVersion
+
+if TYPE_CHECKING:
+    from runtime.bus import EventBus
+
+__all__ = ["AppSpec", "ClusterClient", "ClusterState", "translate"]
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 10.0  # long-poll window of the membership and state feeds
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """The static shape of an application, shipped to every replica at creation."""
+
+    name: str
+    config: RaygentConfig
+    classes: dict[str, type[Agent]]
+    settings: dict[str, AgentConfig]
+
+    @property
+    def topics(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = collections.defaultdict(list)
+        for name, cls in self.classes.items():
+            for t in cls.routes().keys("topic"):
+                out[t].append(name)
+        return dict(out)
+
+    @property
+    def queues(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = collections.defaultdict(list)
+        for name, cls in self.classes.items():
+            for q in cls.routes().keys("queue"):
+                out[q].append(name)
+        return dict(out)
+
+
+async def translate(ref: Any, agent: str) -> Any:
+    """Await a Ray call and turn Ray's errors into SDK errors, at this one boundary."""
+    try:
+        return await ref
+    except rex.RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, AgentError):
+            raise cause from None
+        if isinstance(cause, asyncio.CancelledError):
+            raise ReplicaUnavailable(agent, "the call was cancelled on the replica") from None
+        raise HandlerError(agent, "call", type(cause).__name__, str(cause)) from exc
+    except (rex.ActorDiedError, rex.ActorUnavailableError, rex.RayActorError) as exc:
+        raise ReplicaUnavailable(agent, type(exc).__name__) from exc
+    except rex.TaskCancelledError as exc:
+        raise asyncio.CancelledError() from exc
+
+
+class ClusterState(SharedState):
+    """Shared state replicated to every replica and driver; last writer wins."""
+
+    def __init__(self, client: ClusterClient, writer_id: str, max_value_bytes: int) -> None:
+        self._client = client
+        self._writer = writer_id
+        self._max = max_value_bytes
+        self._data: dict[str, bytes] = {}
+        self._versions: dict[str, StateVersion] = {}  # deletes keep their version (tombstone)
+        self._clock = 0
+        self.changed = asyncio.Event()
+
+    def _raw(self) -> Mapping[str, bytes]:
+        return self._data
+
+    def apply(self, key: str, version: StateVersion, value: bytes | None) -> bool:
+        """Take an update if it is newer than what we have; returns whether it was."""
+        self._clock = max(self._clock, version[0])
+        current = self._versions.get(key)
+        if current is not None and version <= current:
+            return False
+        self._versions[key] = version
+        if value is None:
+            self._data.pop(key, None)
+        else:
+            self._data[key] = value
+        self.changed.set()
+        return True
+
+    async def _write(self, key: str, value: bytes | None) -> None:
+        if value is not None and len(value) > self._max:
+            raise MessageTooLarge(f"state value {key!r}", len(value), self._max)
+        self._clock += 1
+        version = (self._clock, self._writer)
+        self.apply(key, version, value)
+        await self._client._propagate_state(StateUpdate(key, version, value))
+
+
+@dataclass
+class _Members:
+    version: int = 0
+    by_agent: dict[str, list[Member]] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class ClusterClient:
+    """The runtime a replica's handlers (and the driver) use.
+
+    Args:
+        spec: the application's shape.
+        registry: the registry actor handle.
+        tasks: the shared task queue.
+        writer_id: unique id of this client (its replica id, or ``driver/<n>``).
+        node_id: the Ray node this client runs on.
+        bus: this replica's shm bus, or None (the driver publishes through Ray calls).
+        local_sink: how to run a topic message addressed to this very replica.
+    """
+
+    def __init__(
+        self,
+        spec: AppSpec,
+        registry: Any,
+        tasks: TaskQueue,
+        *,
+        writer_id: str,
+        node_id: str,
+        bus: EventBus | None = None,
+        local_sink: Any = None,
+    ) -> None:
+        self.spec = spec
+        self._registry = registry
+        self._tasks = tasks
+        self.writer_id = writer_id
+        self.node_id = node_id
+        self._bus = bus
+        self._local_sink = local_sink
+        self._max_bytes = spec.config.limits.max_message_bytes
+        self._state = ClusterState(self, writer_id, self._max_bytes)
+        self._members = _Members()
+        self._inflight: collections.Counter[str] = collections.Counter()
+        self._turns: dict[str, itertools.count[int]] = collections.defaultdict(itertools.count)
+        self._loops: list[asyncio.Task[None]] = []
+        self._state_seq = 0
+        self._closed = False
+        self.paths: collections.Counter[str] = collections.Counter()
+        """How state updates arrived (ring or registry), for tests and debugging."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Follow the membership and state feeds."""
+        self._loops = [
+            asyncio.create_task(self._follow_members(), name="raygent-members"),
+            asyncio.create_task(self._follow_state(), name="raygent-state"),
+        ]
+
+    async def wait_members(self, expected: int, timeout_s: float) -> None:
+        """Wait until at least ``expected`` replicas are known (start-up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while sum(len(v) for v in self._members.by_agent.values()) < expected:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"only {self._count()} of {expected} replicas registered")
+            self._members.ready.clear()
+            try:
+                await asyncio.wait_for(self._members.ready.wait(), remaining)
+            except asyncio.TimeoutError:
+                continue
+
+    async def close(self) -> None:
+        self._closed = True
+        for t in self._loops:
+            t.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    def _count(self) -> int:
+        return sum(len(v) for v in self._members.by_agent.values())
+
+    async def _follow_members(self) -> None:
+        while True:
+            try:
+                version, members = await self._registry.members_since.remote(
+                    self._members.version, _POLL_S
+                )
+            except (rex.RayActorError, rex.RayTaskError) as exc:
+                log.warning("membership feed failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            by_agent: dict[str, list[Member]] = collections.defaultdict(list)
+            for m in members:
+                by_agent[m.agent].append(m)
+            self._members.version = version
+            self._members.by_agent = dict(by_agent)
+            self._members.ready.set()
+            if self._bus is not None:
+                self._sync_bus(members)
+
+    def _sync_bus(self, members: list[Member]) -> None:
+        assert self._bus is not None
+        local = {m.replica_id: m for m in members if m.node_id == self.node_id and m.ring}
+        for rid in self._bus.attached() - set(local):
+            self._bus.detach(rid)
+        for rid, m in local.items():
+            self._bus.attach(rid, m.ring)
+
+    async def _follow_state(self) -> None:
+        while True:
+            try:
+                seq, changes = await self._registry.state_since.remote(self._state_seq, _POLL_S)
+            except (rex.RayActorError, rex.RayTaskError) as exc:
+                log.warning("state feed failed: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            self._state_seq = seq
+            for u in changes:
+                if self._state.apply(u.key, u.version, u.value):
+                    self.paths["state:registry"] += 1
+
+    def resync_state(self) -> None:
+        """Fetch a full snapshot on the next feed round (after a ring reader was lapped)."""
+        self._state_seq = 0
+
+    async def _propagate_state(self, update: StateUpdate) -> None:
+        if self._bus is not None:
+            await self._bus.put_state(update.key, update.version, update.value)
+        await translate(self._registry.put_state.remote([update]), "registry")
+
+    # -- the Runtime protocol ----------------------------------------------------------------
+
+    @property
+    def state(self) -> ClusterState:
+        return self._state
+
+    async def send(
+        self,
+        agent: str,
+        msg: Any,
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = "interactive",
+        trace: TraceContext | None = None,
+    ) -> Any:
+        self._check_open()
+        cls = self.spec.classes.get(agent)
+        if cls is None:
+            raise UnknownAgent(agent, list(self.spec.classes))
+        cls.routes().find("direct", None, msg)
+        payload = encode_checked(msg, f"message {type(msg).__name__} to {agent!r}", self._max_bytes)
+        member = self._pick(agent)
+        traceparent = trace.traceparent if trace else None
+        ref = member.handle.deliver.remote(payload, traceparent, priority)
+        self._inflight[member.replica_id] += 1
+        try:
+            reply = await asyncio.wait_for(translate(ref, agent), timeout_s)
+        except asyncio.TimeoutError:
+            ray.cancel(ref)
+            raise SendTimeout(agent, type(msg).__name__, timeout_s or 0.0) from None
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        finally:
+            self._inflight[member.replica_id] -= 1
+        return codec.decode(reply)
+
+    async def publish(self, topic: str, msg: Any, *, trace: TraceContext | None = None) -> None:
+        self._check_open()
+        agents = self.spec.topics.get(topic)
+        if not agents:
+            raise UnknownTopic(topic, list(self.spec.topics))
+        for agent in agents:
+            self.spec.classes[agent].routes().find("topic", topic, msg)
+        what = f"message {type(msg).__name__} on topic {topic!r}"
+        payload = encode_checked(msg, what, self._max_bytes)
+        traceparent = trace.traceparent if trace else None
+        targets = {agent: self._pick(agent, round_robin=True) for agent in agents}
+        ring_targets: dict[str, str] = {}
+        calls = []
+        for agent, m in targets.items():
+            if m.replica_id == self.writer_id and self._local_sink is not None:
+                calls.append(self._local_sink(topic, payload, traceparent))
+            elif self._bus is not None and m.node_id == self.node_id and m.ring is not None:
+                ring_targets[agent] = m.replica_id
+            else:
+                calls.append(
+                    translate(m.handle.deliver_topic.remote(topic, payload, traceparent), agent)
+                )
+        if ring_targets:
+            from shm import RingBufferFull
+
+            try:
+                await self._bus.publish(topic, ring_targets, payload, traceparent)
+            except RingBufferFull:
+                raise Backpressure(",".join(ring_targets), 0) from None
+        await asyncio.gather(*calls)
+
+    async def submit(self, queue: str, task: Any, *, trace: TraceContext | None = None) -> str:
+        self._check_open()
+        workers = self.spec.queues.get(queue)
+        if not workers:
+            raise UnknownQueue(queue, list(self.spec.queues))
+        for agent in workers:
+            self.spec.classes[agent].routes().find("queue", queue, task)
+        what = f"task {type(task).__name__} for queue {queue!r}"
+        payload = encode_checked(task, what, self._max_bytes)
+        try:
+            return await self._tasks.put(queue, payload, trace or TraceContext.new_root())
+        except QueueFull:
+            raise Backpressure(f"queue:{queue}", self._tasks.max_pending) from None
+
+    async def task(self, task_id: str) -> TaskInfo:
+        return await self._tasks.info(task_id)
+
+    async def wait_task(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
+        return await self._tasks.wait(task_id, timeout_s)
+
+    async def shutdown(self, timeout_s: float | None = None) -> None:
+        await self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosed("the runtime is closed")
+
+    def _pick(self, agent: str, *, round_robin: bool = False) -> Member:
+        """A replica of ``agent``: round robin (publish), or the less busy of two random ones
+        by this client's in-flight count (send)."""
+        members = self._members.by_agent.get(agent)
+        if not members:
+            raise ReplicaUnavailable(agent, "none registered yet or all restarting")
+        if round_robin or len(members) == 1:
+            return members[next(self._turns[agent]) % len(members)]
+        a, b = random.sample(members, 2)
+        return a if self._inflight[a.replica_id] <= self._inflight[b.replica_id] else b

@@ -1,0 +1,199 @@
+"""The application's directory on Ray: who is alive where, the shared state, and the fallback
+task queue. One actor per application.
+
+Why one actor: replicas need a rendezvous that outlives any of them — to find each other's
+actor handles and shm rings after a restart, to give a late joiner (or a lapped ring reader)
+the current shared state, and to carry state across Ray nodes, where rings cannot reach.
+Hot paths do not go through it: a send goes straight to a replica, a co-located publish or
+state write goes through a ring; the registry only learns of state writes asynchronously.
+
+Membership and state are both versioned feeds that clients long-poll (``members_since``,
+``state_since``), so a change reaches every replica within one round trip without polling
+loops, and a client that fell behind gets a full snapshot.
+
+State values are last-writer-wins by ``(counter, writer)`` — a Lamport clock — so the same
+update arriving twice (ring and registry) or out of order settles to the same value everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from agents.runtime_api import TaskInfo
+from agents.tracing import TraceContext
+from runtime.queues import InProcessTaskQueue, TaskQueue, TaskRecord
+
+__all__ = ["ActorTaskQueue", "Member", "Registry", "StateUpdate", "TaskQueueActor"]
+
+StateVersion = tuple[int, str]
+"""(Lamport counter, writer id): totally ordered, so every copy picks the same winner."""
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """One key's new value (``None``: deleted) at a version."""
+
+    key: str
+    version: StateVersion
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class Member:
+    """One live replica incarnation."""
+
+    replica_id: str  # "<agent>/<index>/<incarnation>": a restart is a new member
+    agent: str
+    index: int
+    node_id: str
+    handle: Any  # the AgentHost actor handle
+    ring: Any | None  # its shm RingHandle, or None when it has none
+
+    @property
+    def slot(self) -> str:
+        """``<agent>/<index>``: the same across restarts."""
+        return f"{self.agent}/{self.index}"
+
+
+class Registry:
+    """Membership + shared state feeds. Used as a Ray actor (``ray.remote(Registry)``)."""
+
+    def __init__(self) -> None:
+        self._members: dict[str, Member] = {}  # by slot: the newest incarnation wins
+        self._members_version = 0
+        self._state: dict[str, tuple[StateVersion, bytes | None, int]] = {}  # key -> (ver, v, seq)
+        self._state_seq = 0
+        self._changed = asyncio.Condition()
+
+    async def register(self, member: Member) -> int:
+        """Add (or replace the older incarnation of) a replica; returns the new version."""
+        self._members[member.slot] = member
+        return await self._bump_members()
+
+    async def unregister(self, replica_id: str) -> int:
+        """Remove a replica incarnation (no-op if a newer one took its slot)."""
+        for slot, m in list(self._members.items()):
+            if m.replica_id == replica_id:
+                del self._members[slot]
+        return await self._bump_members()
+
+    async def members_since(self, version: int, timeout_s: float) -> tuple[int, list[Member]]:
+        """Wait up to ``timeout_s`` for a membership newer than ``version``; return it."""
+        async with self._changed:
+            if self._members_version <= version:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._members_version > version), timeout_s
+                    )
+                except asyncio.TimeoutError:
+                    pass
+            return self._members_version, list(self._members.values())
+
+    async def put_state(self, updates: list[StateUpdate]) -> int:
+        """Apply updates that win over what is stored; returns the state sequence number."""
+        async with self._changed:
+            for u in updates:
+                current = self._state.get(u.key)
+                if current is None or u.version > current[0]:
+                    self._state_seq += 1
+                    self._state[u.key] = (u.version, u.value, self._state_seq)
+            self._changed.notify_all()
+            return self._state_seq
+
+    async def state_since(self, seq: int, timeout_s: float) -> tuple[int, list[StateUpdate]]:
+        """Wait up to ``timeout_s`` for state changes after ``seq``; return them (all keys
+        when ``seq`` is 0: the snapshot a late joiner or a lapped reader starts from)."""
+        async with self._changed:
+            if self._state_seq <= seq:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._state_seq > seq), timeout_s
+                    )
+                except asyncio.TimeoutError:
+                    pass
+            changes = [
+                StateUpdate(k, ver, value) for k, (ver, value, s) in self._state.items() if s > seq
+            ]
+            return self._state_seq, changes
+
+    async def _bump_members(self) -> int:
+        async with self._changed:
+            self._members_version += 1
+            self._changed.notify_all()
+            return self._members_version
+
+
+class TaskQueueActor:
+    """The in-process task queue, hosted in one actor so every replica shares it (used when no
+    Redis is configured; it is not durable across the actor's death)."""
+
+    def __init__(self, max_pending: int, max_attempts: int) -> None:
+        self._q = InProcessTaskQueue(max_pending=max_pending, max_attempts=max_attempts)
+        self._claimed: dict[str, TaskRecord] = {}
+
+    async def put(self, queue: str, payload: bytes, traceparent: str) -> str:
+        return await self._q.put(queue, payload, TraceContext.parse(traceparent))
+
+    async def claim(self, queue: str, consumer: str) -> tuple[str, bytes, str, int]:
+        rec = await self._q.claim(queue, consumer)
+        self._claimed[rec.id] = rec
+        return rec.id, rec.payload, rec.trace.traceparent, rec.attempts
+
+    async def ack(self, task_id: str, result: bytes) -> None:
+        await self._q.ack(self._claimed.pop(task_id), result)
+
+    async def fail(self, task_id: str, error: str) -> None:
+        await self._q.fail(self._claimed.pop(task_id), error)
+
+    async def release(self, task_id: str) -> None:
+        await self._q.release(self._claimed.pop(task_id))
+
+    async def info(self, task_id: str) -> TaskInfo:
+        return await self._q.info(task_id)
+
+    async def wait(self, task_id: str, timeout_s: float | None) -> TaskInfo:
+        return await self._q.wait(task_id, timeout_s)
+
+    def max_pending(self) -> int:
+        return self._q.max_pending
+
+
+class ActorTaskQueue(TaskQueue):
+    """A ``TaskQueue`` whose storage is a :class:`TaskQueueActor` (Ray calls)."""
+
+    def __init__(self, actor: Any, max_pending: int) -> None:
+        self._actor = actor
+        self.max_pending = max_pending
+
+    async def put(self, queue: str, payload: bytes, trace: TraceContext) -> str:
+        return await self._actor.put.remote(queue, payload, trace.traceparent)
+
+    async def claim(self, queue: str, consumer: str) -> TaskRecord:
+        ref = self._actor.claim.remote(queue, consumer)
+        try:
+            task_id, payload, traceparent, attempts = await ref
+        except asyncio.CancelledError:
+            # The actor may have claimed it already; it will be redelivered only by a
+            # durable backend. Cancel the pending claim so it does not take a task later.
+            import ray
+
+            ray.cancel(ref)
+            raise
+        return TaskRecord(task_id, queue, payload, TraceContext.parse(traceparent), attempts)
+
+    async def ack(self, rec: TaskRecord, result: bytes) -> None:
+        await self._actor.ack.remote(rec.id, result)
+
+    async def fail(self, rec: TaskRecord, error: str) -> None:
+        await self._actor.fail.remote(rec.id, error)
+
+    async def release(self, rec: TaskRecord) -> None:
+        await self._actor.release.remote(rec.id)
+
+    async def info(self, task_id: str) -> TaskInfo:
+        return await self._actor.info.remote(task_id)
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
+        return await self._actor.wait.remote(task_id, timeout_s)

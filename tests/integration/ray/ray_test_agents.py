@@ -1,0 +1,128 @@
+"""Agents used by the Ray runtime tests. A module of its own so Ray workers can import it
+(the session fixture puts this directory on the workers' PYTHONPATH)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+
+from agents import Agent, Context, handler
+
+
+@dataclass
+class Ping:
+    n: int
+
+
+@dataclass
+class Hold:
+    """Handler holds until state key ``release`` is true; records cancellation in state."""
+
+    tag: str
+
+
+@dataclass
+class Note:
+    text: str
+
+
+@dataclass
+class Job:
+    n: int
+    data: str = ""
+
+
+class Echo(Agent):
+    model = None
+
+    async def on_start(self, ctx: Context) -> None:
+        await ctx.state.set(f"started:{os.getpid()}", True)
+
+    @handler
+    async def ping(self, msg: Ping, ctx: Context) -> dict:
+        return {"n": msg.n, "pid": os.getpid()}
+
+    @handler
+    async def relay(self, msg: Note, ctx: Context) -> str:
+        """Send to the listener's direct handler and publish on notes: tracing + pub/sub."""
+        ctx.span.set_attribute("relay.text", msg.text)
+        await ctx.publish("notes", msg)
+        return await ctx.send("listener", Ping(len(msg.text)))
+
+    @handler
+    async def fail(self, msg: str, ctx: Context) -> str:
+        raise ValueError(f"bad {msg}")
+
+    @handler
+    async def hold(self, msg: Hold, ctx: Context) -> str:
+        try:
+            while not ctx.state.get("release"):  # noqa: ASYNC110 - polls shared state
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            await ctx.state.set(f"cancelled:{msg.tag}", True)
+            raise
+        return msg.tag
+
+    @handler
+    async def set_state(self, msg: dict, ctx: Context) -> None:
+        await ctx.state.update(msg)
+
+    @handler
+    async def submit(self, msg: Job, ctx: Context) -> str:
+        return await ctx.submit("jobs", msg)
+
+
+class Listener(Agent):
+    model = None
+
+    @handler(topic="notes")
+    async def on_note(self, msg: Note, ctx: Context) -> None:
+        await ctx.state.set(f"heard:{msg.text}", ctx.state.get(f"heard:{msg.text}", 0) + 1)
+
+    @handler
+    async def ping(self, msg: Ping, ctx: Context) -> int:
+        return msg.n * 10
+
+    @handler
+    async def where(self, msg: str, ctx: Context) -> dict:
+        return {"pid": os.getpid(), "state": {k: ctx.state[k] for k in ctx.state}}
+
+
+class Worker(Agent):
+    model = None
+
+    @handler(queue="jobs")
+    async def run(self, msg: Job, ctx: Context) -> int:
+        if msg.n < 0:
+            raise ValueError("negative job")
+        return msg.n * 2
+
+
+class Tap(Agent):
+    """A second subscriber of ``notes`` (placed beside or away from the publisher)."""
+
+    model = None
+
+    @handler(topic="notes")
+    async def on_note(self, msg: Note, ctx: Context) -> None:
+        await ctx.state.set(f"tapped:{msg.text}", os.getpid())
+
+    @handler
+    async def look(self, msg: str, ctx: Context) -> object:
+        return ctx.state.get(msg)
+
+
+class SlowWorker(Agent):
+    """Serves ``slow``: announces itself in state, then works until state ``fast`` is set."""
+
+    model = None
+
+    @handler(queue="slow")
+    async def run(self, msg: Job, ctx: Context) -> dict:
+        await ctx.state.set(f"running:{msg.n}:{os.getpid()}", True)
+        while not ctx.state.get("fast"):  # noqa: ASYNC110 - polls shared state
+            await asyncio.sleep(0.02)
+        done = ctx.state.get(f"done:{msg.n}", 0) + 1
+        await ctx.state.set(f"done:{msg.n}", done)
+        return {"n": msg.n, "pid": os.getpid()}

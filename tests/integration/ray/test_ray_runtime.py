@@ -1,0 +1,203 @@
+"""RayRuntime on one node: the same agents as Ray actors, talking through Ray and shm."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+from ray_test_agents import Echo, Hold, Job, Listener, Note, Ping, Worker
+
+from agents import (
+    Backpressure,
+    HandlerError,
+    MessageTooLarge,
+    NoHandler,
+    ReplicaUnavailable,
+    SendTimeout,
+    TaskState,
+    UnknownAgent,
+    UnknownTopic,
+)
+from runtime.config import AgentConfig, LimitsConfig, RaygentConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+def path(cls) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+CONFIG = RaygentConfig(
+    agents=[
+        AgentConfig(
+            import_path=path(Echo),
+            replicas=2,
+            mailbox_size=4,
+            max_concurrency=1,
+            resources={"num_cpus": 0.1},
+        ),
+        AgentConfig(import_path=path(Listener), resources={"num_cpus": 0.1}),
+        AgentConfig(import_path=path(Worker), resources={"num_cpus": 0.1}),
+    ],
+    limits=LimitsConfig(max_message_bytes=4096),
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def rt(ray_session):
+    from runtime.ray_runtime import RayRuntime
+
+    runtime = RayRuntime([Echo, Listener, Worker], CONFIG)
+    await runtime.start()
+    yield runtime
+    await runtime.shutdown()
+
+
+async def until(predicate, timeout_s=20.0):
+    """Wait for a condition that another process brings about (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def stats(rt):
+    return await asyncio.gather(*[h.stats.remote() for h in rt.replicas])
+
+
+async def test_send_reaches_both_replicas_and_replies(rt):
+    replies = await asyncio.gather(*[rt.send("echo", Ping(i)) for i in range(8)])
+    assert [r["n"] for r in replies] == list(range(8))
+    assert len({r["pid"] for r in replies}) == 2  # power of two choices spreads the load
+    assert await rt.send("listener", Ping(3)) == 30
+
+
+async def test_on_start_ran_in_every_replica_and_state_reached_the_driver(rt):
+    await until(lambda: len([k for k in rt.state if k.startswith("started:")]) == 2)
+
+
+async def test_publish_between_colocated_agents_goes_through_shm(rt):
+    before = sum(s["paths"].get("topic:ring", 0) for s in await stats(rt))
+    assert await rt.send("echo", Note("hello")) == 50
+    await until(lambda: rt.state.get("heard:hello") == 1)
+    after = await stats(rt)
+    assert sum(s["paths"].get("topic:ring", 0) for s in after) == before + 1
+    # every replica attached to every other replica's ring on this node
+    for s in after:
+        assert len(s["attached"]) == len(after) - 1
+
+
+async def test_driver_publish_is_handled_once_per_subscribing_agent(rt):
+    for _ in range(5):
+        await rt.publish("notes", Note("from-driver"))
+    await until(lambda: rt.state.get("heard:from-driver") == 5)
+    await asyncio.sleep(0.2)
+    assert rt.state.get("heard:from-driver") == 5
+
+
+async def test_state_written_by_an_agent_reaches_every_replica(rt):
+    await rt.send("echo", {"colour": "blue", "size": 3})
+    await until(lambda: rt.state.get("colour") == "blue")
+
+    async def all_see():
+        return all(s["state"].get("colour") == "blue" for s in await stats(rt))
+
+    for _ in range(200):
+        if await all_see():
+            break
+        await asyncio.sleep(0.02)
+    assert await all_see()
+    paths = [s["paths"] for s in await stats(rt)]
+    assert any(p.get("state:ring", 0) > 0 for p in paths)
+
+
+async def test_trace_context_joins_spans_across_actors(rt):
+    from agents import TraceContext
+
+    parent = TraceContext.new_root()
+    await rt.send("echo", Note("traced"), trace=parent)
+    spans = [sp for s in await stats(rt) for sp in s["spans"] if sp["trace_id"] == parent.trace_id]
+    relay = next(sp for sp in spans if sp["name"] == "echo.relay")
+    ping = next(sp for sp in spans if sp["name"] == "listener.ping")
+    assert relay["parent_span_id"] == parent.span_id
+    assert ping["parent_span_id"] == relay["span_id"]
+    assert relay["attributes"]["relay.text"] == "traced"
+
+
+async def test_durable_task_runs_on_a_worker(rt):
+    task_id = await rt.send("echo", Job(21))
+    info = await rt.wait_task(task_id, timeout_s=20)
+    assert info.state is TaskState.DONE and info.result == 42
+    dead = await rt.submit("jobs", Job(-1))
+    info = await rt.wait_task(dead, timeout_s=20)
+    assert info.state is TaskState.DEAD and "negative job" in info.error
+
+
+async def test_bad_input_gets_typed_errors_and_the_replica_keeps_serving(rt):
+    with pytest.raises(HandlerError, match="bad x"):
+        await rt.send("echo", "x")
+    with pytest.raises(UnknownAgent):
+        await rt.send("nobody", Ping(1))
+    with pytest.raises(NoHandler, match="echo"):
+        await rt.send("echo", 1.5)
+    with pytest.raises(UnknownTopic):
+        await rt.publish("nothing", Note("x"))
+    with pytest.raises(MessageTooLarge):
+        await rt.submit("jobs", Job(1, "x" * 5000))
+    assert (await rt.send("echo", Ping(1)))["n"] == 1
+
+
+async def test_timeout_cancels_the_remote_handler(rt):
+    with pytest.raises(SendTimeout):
+        await rt.send("echo", Hold("t1"), timeout_s=0.5)
+    await until(lambda: rt.state.get("cancelled:t1") is True)
+
+
+async def test_full_mailboxes_give_backpressure(rt):
+    await rt.state.delete("release")
+    # 2 replicas x (1 running + 4 queued) fill both mailboxes; more must be refused.
+    calls = [asyncio.ensure_future(rt.send("echo", Hold(f"b{i}"))) for i in range(20)]
+    done, pending = await asyncio.wait(calls, timeout=10, return_when=asyncio.FIRST_EXCEPTION)
+    errors = [c.exception() for c in done if c.exception() is not None]
+    assert errors and all(isinstance(e, Backpressure) for e in errors)
+    assert errors[0].retryable
+    await rt.state.set("release", True)
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    served = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if isinstance(r, Backpressure)]
+    # Every call was either served or refused at once: nothing accepted was lost.
+    assert len(served) + len(refused) == 20
+    assert len(served) >= 10 and refused
+
+
+async def test_killed_replica_restarts_and_callers_get_retryable_errors(rt):
+    import os
+    import signal
+
+    await rt.state.delete("release")
+    target = rt.replicas[0]
+    before = await target.stats.remote()
+    # Two concurrent calls go to different replicas (each picks the one with fewer in flight).
+    in_flight = [asyncio.ensure_future(rt.send("echo", Hold(f"k{i}"))) for i in range(2)]
+    await asyncio.sleep(0.5)  # let both handlers start (they wait on the state key)
+    os.kill(before["pid"], signal.SIGKILL)
+    done, _ = await asyncio.wait(in_flight, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    assert len(done) == 1  # the killed replica's caller got an answer at once, not a hang
+    (failed,) = done
+    assert isinstance(failed.exception(), ReplicaUnavailable) and failed.exception().retryable
+    await rt.state.set("release", True)
+    survivor = next(c for c in in_flight if c is not failed)
+    assert (await survivor).startswith("k")
+    for _ in range(300):
+        try:
+            after = await target.stats.remote()
+            break
+        except Exception:
+            await asyncio.sleep(0.1)
+    assert after["pid"] != before["pid"]
+    assert after["replica_id"] != before["replica_id"]  # a new incarnation
+    await until(lambda: f"started:{after['pid']}" in rt.state)  # on_start ran again
+    replies = await asyncio.gather(*[rt.send("echo", Ping(i)) for i in range(6)])
+    assert after["pid"] in {r["pid"] for r in replies}  # the restarted replica serves again
