@@ -27,7 +27,6 @@ class Context:
         agent: the name of the agent handling the message.
         span: the current trace span (``ctx.span.set_attribute(...)``); ``span.context`` is the
             W3C trace position that outgoing messages continue.
-        logger: a logger whose records carry the agent name and trace id.
 
     Example:
         >>> async def answer(self, msg, ctx):               # inside an Agent
@@ -36,7 +35,7 @@ class Context:
         ...     return reply.text
     """
 
-    __slots__ = ("_llm", "_model_name", "_models_known", "_runtime", "agent", "logger", "span")
+    __slots__ = ("_llm", "_logger", "_model_name", "_models_known", "_runtime", "agent", "span")
 
     def __init__(
         self,
@@ -54,10 +53,17 @@ class Context:
         self._llm = llm
         self._model_name = model_name
         self._models_known = models_known
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"raygent.agent.{agent}"),
-            {"agent": agent, "trace_id": span.context.trace_id},
-        )
+        self._logger: logging.LoggerAdapter | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:
+        """A logger whose records carry the agent name and trace id (made on first use)."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger(f"raygent.agent.{self.agent}"),
+                {"agent": self.agent, "trace_id": self.span.context.trace_id},
+            )
+        return self._logger
 
     @property
     def llm(self) -> ModelClient:

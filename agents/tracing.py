@@ -17,8 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -44,7 +44,7 @@ class TraceContext:
     @classmethod
     def new_root(cls) -> TraceContext:
         """A new trace (used when a request arrives without a ``traceparent``)."""
-        return cls(secrets.token_hex(16), secrets.token_hex(8))
+        return cls(_new_id(128), _new_id(64))
 
     @classmethod
     def parse(cls, traceparent: str) -> TraceContext:
@@ -60,12 +60,18 @@ class TraceContext:
 
     def child(self) -> TraceContext:
         """A new span in the same trace, for the next hop (send, publish, submit, model call)."""
-        return TraceContext(self.trace_id, secrets.token_hex(8), self.sampled)
+        return TraceContext(self.trace_id, _new_id(64), self.sampled)
 
     @property
     def traceparent(self) -> str:
         """The ``traceparent`` header value."""
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+
+def _new_id(bits: int) -> str:
+    """A random non-zero id in hex. ``random``, not ``secrets``: ids need to be unique, not
+    unguessable (OpenTelemetry's RandomIdGenerator does the same), and this runs per message."""
+    return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
 
 
 @runtime_checkable
