@@ -162,3 +162,10 @@ def test_fields_the_class_does_not_take_are_refused():
 def test_register_rejects_non_message_types():
     with pytest.raises(TypeError, match="not a message type"):
         codec.register(int)
+
+
+def test_a_failed_encode_leaves_the_codec_usable():
+    # Packers are reused; one that failed half-way must not leak bytes into the next message.
+    with pytest.raises(MessageEncodeError):
+        codec.encode([Inner(1), {"bad": {1, 2}}])
+    assert codec.decode(codec.encode([Inner(2)])) == [Inner(2)]

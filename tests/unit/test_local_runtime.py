@@ -401,3 +401,25 @@ async def test_local_runtime_honours_the_runtime_protocol():
     async with LocalRuntime([Lifecycle]) as rt:
         assert isinstance(rt, Runtime)
         assert rt.agents == ["lifecycle"]
+
+
+class Chatty(Agent):
+    model = None
+
+    @handler
+    async def say(self, msg: str, ctx: Context) -> None:
+        ctx.logger.info("saying %s", msg)
+
+
+async def test_ctx_logger_tags_records_with_agent_and_trace(caplog):
+    import logging
+
+    from agents import TraceContext
+
+    parent = TraceContext.new_root()
+    with caplog.at_level(logging.INFO, logger="raygent.agent.chatty"):
+        async with LocalRuntime([Chatty]) as rt:
+            await rt.send("chatty", "hi", trace=parent)
+    (record,) = [r for r in caplog.records if r.name == "raygent.agent.chatty"]
+    assert record.getMessage() == "saying hi"
+    assert record.agent == "chatty" and record.trace_id == parent.trace_id
