@@ -9,7 +9,7 @@ PIP         := $(BIN)/pip install --disable-pip-version-check -q -c $(CONSTRAINT
 REDIS_PORT  ?= 6379
 PYTEST_ARGS ?=
 
-.PHONY: run test check lint format venv venv-cpu redis bench-shm clean
+.PHONY: run test check lint format venv venv-cpu redis bench-shm bench-runtime bench-models clean
 
 run: venv-cpu  ## serve the application with the embedded defaults (or $RAYGENT_CONFIG)
 	$(BIN)/serve run serve_app:app
@@ -52,6 +52,12 @@ redis:
 
 bench-shm: venv
 	$(BIN)/python -m bench.shm
+
+bench-runtime: venv
+	$(BIN)/python -m bench.runtime
+
+bench-models: venv-cpu
+	$(BIN)/python -m bench.models
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,38 @@
+"""vLLM-backed models on Ray Serve: lazy or background or eager loads, warm-up before traffic,
+streaming, health checks that catch a hung engine, idle unload, fallback models.
+
+vLLM (and torch/transformers) is imported only by :mod:`runtime.models.engine` and
+:mod:`runtime.models.tiny`, and only inside a model replica; importing this package needs Ray but
+not vLLM.
+
+* :func:`model_deployments` / :func:`model_deployment` -- bound ``ModelServer`` deployments;
+* :class:`ModelServerClient` -- ``ctx.llm`` over a deployment handle;
+* :class:`ModelDelta` -- one streamed piece of an answer;
+* :func:`ensure_tiny_model` -- generate ``builtin:tiny`` (needs torch and transformers).
+
+Example:
+    >>> from ray import serve  # doctest: +SKIP
+    >>> from runtime import load_config  # doctest: +SKIP
+    >>> app = model_deployments(load_config())["default"]  # doctest: +SKIP
+    >>> serve.run(app, name="models", route_prefix=None)  # doctest: +SKIP
+    >>> llm = ModelServerClient.for_model("default", app_name="models")  # doctest: +SKIP
+"""
+
+from runtime.models._wire import ModelDelta
+from runtime.models.client import ModelServerClient, deployment_name, translate_ray_error
+from runtime.models.router import WarmFirstRequestRouter
+from runtime.models.server import ModelServer, model_deployment, model_deployments
+from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
+
+__all__ = [
+    "TINY_SOURCE",
+    "ModelDelta",
+    "ModelServer",
+    "ModelServerClient",
+    "WarmFirstRequestRouter",
+    "deployment_name",
+    "ensure_tiny_model",
+    "model_deployment",
+    "model_deployments",
+    "translate_ray_error",
+]

@@ -1,0 +1,136 @@
+"""``ctx.llm`` on Ray: a :class:`~agents.model.ModelClient` over a ModelServer deployment handle.
+
+:class:`ModelServerClient` implements the SDK's model protocol (``chat``, ``complete``,
+``stream``) by calling a :mod:`runtime.models.server` deployment through a Serve
+``DeploymentHandle``. It is the one boundary where Ray's errors become SDK errors
+(:func:`translate_ray_error`):
+
+=====================================================  ========================================
+Ray / Serve raises                                     the caller sees
+=====================================================  ========================================
+``RayTaskError`` carrying an SDK error                 that error (``InvalidParameter``, ...)
+``ActorDiedError`` / ``ActorUnavailableError``         ``ModelError`` (retryable)
+``BackPressureError``, ``DeploymentUnavailableError``  ``ModelError`` (retryable)
+``RequestCancelledError``, ``TaskCancelledError``      ``ModelError`` (retryable)
+any other ``RayError`` / ``RayServeException``         ``ModelError`` (retryable)
+=====================================================  ========================================
+
+Cancelling a call (or closing a stream early) cancels the Serve request, which cancels the
+replica's handler, which aborts the request in the vLLM engine.
+
+Example:
+    >>> from ray import serve  # doctest: +SKIP
+    >>> llm = ModelServerClient.for_model("default", app_name="raygent")  # doctest: +SKIP
+    >>> (await llm.chat([{"role": "user", "content": "Hi"}], max_tokens=8)).model  # doctest: +SKIP
+    'default'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import ray.exceptions
+from ray import serve
+from ray.serve.exceptions import RayServeException
+from ray.serve.handle import DeploymentHandle
+
+from agents.errors import AgentError, InvalidParameter, ModelError
+from agents.model import ChatMessage, ModelReply, Prompt, SamplingParams
+from runtime.models._wire import ModelDelta
+
+__all__ = ["ModelServerClient", "deployment_name", "translate_ray_error"]
+
+
+def deployment_name(model: str) -> str:
+    """The Serve deployment name of the ModelServer for ``model``."""
+    return f"ModelServer-{model}"
+
+
+class ModelServerClient:
+    """``ctx.llm`` backed by a ModelServer deployment.
+
+    Args:
+        handle: a handle to the model's deployment (see :meth:`for_model`).
+        name: the model's configured name (used in error messages).
+    """
+
+    def __init__(self, handle: DeploymentHandle, name: str) -> None:
+        self._handle = handle
+        self._stream_handle = handle.options(stream=True)
+        self.name = name
+
+    @classmethod
+    def for_model(cls, name: str, *, app_name: str) -> ModelServerClient:
+        """A client of model ``name`` deployed in Serve application ``app_name``."""
+        return cls(serve.get_deployment_handle(deployment_name(name), app_name=app_name), name)
+
+    async def chat(self, messages: Sequence[ChatMessage], **params: Any) -> ModelReply:
+        """Answer a chat. Keyword arguments are :class:`~agents.model.SamplingParams` fields."""
+        SamplingParams(**_known(params))  # fail fast, before a network hop
+        return await self._call(self._handle.chat.remote(list(messages), params))
+
+    async def complete(self, prompt: str, **params: Any) -> ModelReply:
+        """Continue a raw prompt."""
+        if not isinstance(prompt, str):
+            raise InvalidParameter("prompt", prompt, "a string (use chat() for turns)")
+        SamplingParams(**_known(params))
+        return await self._call(self._handle.complete.remote(prompt, params))
+
+    async def stream(self, prompt: Prompt, **params: Any) -> AsyncIterator[str]:
+        """Yield text deltas (choice 0) as they are generated; closing early aborts."""
+        async for delta in self.stream_deltas(prompt, **params):
+            if delta.index == 0 and delta.text:
+                yield delta.text
+
+    async def stream_deltas(self, prompt: Prompt, **params: Any) -> AsyncIterator[ModelDelta]:
+        """Like :meth:`stream` but yields :class:`ModelDelta` (every choice, finish reason,
+        usage on the last one, and which model answered)."""
+        SamplingParams(**_known(params))
+        if not isinstance(prompt, str):
+            prompt = list(prompt)
+        gen = self._stream_handle.stream.remote(prompt, params)
+        done = False
+        try:
+            async for delta in gen:
+                yield delta
+            done = True
+        except (ray.exceptions.RayError, RayServeException) as exc:
+            done = True
+            raise translate_ray_error(exc, self.name) from exc
+        finally:
+            if not done:  # closed early or cancelled: stop the generation in the engine
+                gen.cancel()
+
+    async def _call(self, response: Any) -> ModelReply:
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+        except (ray.exceptions.RayError, RayServeException) as exc:
+            raise translate_ray_error(exc, self.name) from exc
+
+
+def translate_ray_error(exc: BaseException, model: str) -> AgentError:
+    """The SDK error for a Ray/Serve error raised by a call to model ``model``'s deployment."""
+    if isinstance(exc, ray.exceptions.RayTaskError):
+        cause = exc.cause
+        if isinstance(cause, AgentError):
+            return cause
+        return ModelError(f"model {model!r} failed: {type(cause).__name__}: {cause}")
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return ModelError(f"model {model!r}: the replica died or is unreachable; retry")
+    if isinstance(exc, ray.exceptions.TaskCancelledError):
+        return ModelError(f"model {model!r}: the request was cancelled")
+    return ModelError(f"model {model!r} is unavailable: {type(exc).__name__}: {exc}")
+
+
+def _known(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without names SamplingParams does not take; the server rejects those with a
+    message naming the field, so the client does not need a second copy of that check."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(SamplingParams)}
+    return {k: v for k, v in params.items() if k in names}

