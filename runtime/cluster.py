@@ -42,14 +42,13 @@ from agents.errors import (
     RuntimeClosed,
     SendTimeout,
     UnknownAgent,
-    UnknownQueue,
     UnknownTopic,
 )
 from agents.runtime_api import Priority, SharedState, TaskInfo
 from agents.tracing import TraceContext
 from runtime.config import AgentConfig, RaygentConfig
-from runtime.local import encode_checked
-from runtime.queues import QueueFull, TaskQueue
+from runtime.local import encode_checked, put_task
+from runtime.queues import TaskQueue
 from runtime.ray_registry import Member, StateUpdate, StateVersion
 
 if TYPE_CHECKING:
@@ -343,17 +342,10 @@ class ClusterClient:
 
     async def submit(self, queue: str, task: Any, *, trace: TraceContext | None = None) -> str:
         self._check_open()
-        workers = self.spec.queues.get(queue)
-        if not workers:
-            raise UnknownQueue(queue, list(self.spec.queues))
-        for agent in workers:
-            self.spec.classes[agent].routes().find("queue", queue, task)
-        what = f"task {type(task).__name__} for queue {queue!r}"
-        payload = encode_checked(task, what, self._max_bytes)
-        try:
-            return await self._tasks.put(queue, payload, trace or TraceContext.new_root())
-        except QueueFull:
-            raise Backpressure(f"queue:{queue}", self._tasks.max_pending) from None
+        workers = [self.spec.classes[a] for a in self.spec.queues.get(queue, ())]
+        return await put_task(
+            self._tasks, queue, task, workers, list(self.spec.queues), trace, self._max_bytes
+        )
 
     async def task(self, task_id: str) -> TaskInfo:
         return await self._tasks.info(task_id)

@@ -99,6 +99,29 @@ def encode_checked(value: Any, what: str, max_bytes: int) -> bytes:
     return data
 
 
+async def put_task(
+    tasks: TaskQueue,
+    queue: str,
+    task: Any,
+    workers: Sequence[type[Agent]],
+    known_queues: Sequence[str],
+    trace: TraceContext | None,
+    max_bytes: int,
+) -> str:
+    """Check and queue a task (both runtimes' ``submit``): the queue must have workers, every
+    worker must take the task's type, the encoded task must fit; a full queue is
+    ``Backpressure``."""
+    if not workers:
+        raise UnknownQueue(queue, list(known_queues))
+    for cls in workers:
+        cls.routes().find("queue", queue, task)
+    payload = encode_checked(task, f"task {type(task).__name__} for queue {queue!r}", max_bytes)
+    try:
+        return await tasks.put(queue, payload, trace or TraceContext.new_root())
+    except QueueFull:
+        raise Backpressure(f"queue:{queue}", tasks.max_pending) from None
+
+
 class LocalRuntime:
     """Run agents in-process. Use as ``async with LocalRuntime(...) as rt:``.
 
@@ -278,17 +301,10 @@ class LocalRuntime:
 
     async def submit(self, queue: str, task: Any, *, trace: TraceContext | None = None) -> str:
         self._check_open()
-        workers = self._workers_of.get(queue)
-        if not workers:
-            raise UnknownQueue(queue, list(self._workers_of))
-        for ex in workers:  # every worker of a queue must take the task's type
-            ex.cls.routes().find("queue", queue, task)
-        what = f"task {type(task).__name__} for queue {queue!r}"
-        payload = encode_checked(task, what, self._max_bytes)
-        try:
-            return await self._tasks.put(queue, payload, trace or TraceContext.new_root())
-        except QueueFull:
-            raise Backpressure(f"queue:{queue}", self._tasks.max_pending) from None
+        workers = [ex.cls for ex in self._workers_of.get(queue, ())]
+        return await put_task(
+            self._tasks, queue, task, workers, list(self._workers_of), trace, self._max_bytes
+        )
 
     async def task(self, task_id: str) -> TaskInfo:
         return await self._tasks.info(task_id)
