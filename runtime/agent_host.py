@@ -29,13 +29,12 @@ from typing import Any
 
 import ray
 
-from agents.context import Context
 from agents.model import ModelClient
 from agents.runtime_api import Priority
 from agents.tracing import RecordingSpan, TraceContext
 from runtime.bus import EventBus
 from runtime.cluster import AppSpec, ClusterClient
-from runtime.executor import AgentExecutor
+from runtime.executor import AgentExecutor, context_factory
 from runtime.queues import TaskQueue, make_task_queue
 from runtime.ray_registry import ActorTaskQueue, Member
 
@@ -119,20 +118,7 @@ class AgentHost:
             bus=self._bus,
             local_sink=self._on_local_topic,
         )
-        model_name = settings.model or cls.model
-        llm = self._models.get(model_name) if model_name else None
-        client = self._client
-
-        def make_context(span: RecordingSpan) -> Context:
-            return Context(
-                agent=self._agent,
-                runtime=client,
-                span=span,
-                llm=llm,
-                model_name=model_name,
-                models_known=tuple(self._models),
-            )
-
+        make_context = context_factory(cls, settings, self._client, self._models)
         self._executor = AgentExecutor(
             cls, settings, make_context, tasks, self._spans.append, consumer=self.replica_id
         )

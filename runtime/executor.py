@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,11 +39,33 @@ from runtime.config import AgentConfig
 from runtime.mailbox import Mailbox, MailboxFull
 from runtime.queues import TaskQueue, TaskRecord
 
-__all__ = ["AgentExecutor", "Envelope"]
+__all__ = ["AgentExecutor", "Envelope", "context_factory"]
 
 log = logging.getLogger(__name__)
 
 ContextFactory = Callable[[RecordingSpan], Context]
+
+
+def context_factory(
+    cls: type[Agent], settings: AgentConfig, runtime: Any, models: Mapping[str, Any]
+) -> ContextFactory:
+    """How one agent's handler contexts are made: its model (the config's ``model``, else the
+    class's) and the runtime its ``ctx`` talks to."""
+    model_name = settings.model or cls.model
+    llm = models.get(model_name) if model_name else None
+    known = tuple(models)
+
+    def make_context(span: RecordingSpan) -> Context:
+        return Context(
+            agent=cls.name,
+            runtime=runtime,
+            span=span,
+            llm=llm,
+            model_name=model_name,
+            models_known=known,
+        )
+
+    return make_context
 
 
 @dataclass(eq=False)

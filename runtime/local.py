@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from agents import Agent, codec
-from agents.context import Context
 from agents.errors import (
     Backpressure,
     MessageEncodeError,
@@ -52,7 +51,7 @@ from agents.model import ModelClient
 from agents.runtime_api import Priority, SharedState, TaskInfo
 from agents.tracing import RecordingSpan, TraceContext
 from runtime.config import AgentConfig, RaygentConfig
-from runtime.executor import AgentExecutor
+from runtime.executor import AgentExecutor, context_factory
 from runtime.queues import InProcessTaskQueue, QueueFull, TaskQueue
 
 __all__ = ["LocalRuntime"]
@@ -191,19 +190,7 @@ class LocalRuntime:
 
     async def _start_agent(self, cls: type[Agent]) -> None:
         settings = settings_for(self._config, cls)
-        model_name = settings.model or cls.model
-        llm = self._models.get(model_name) if model_name else None
-
-        def make_context(span: RecordingSpan) -> Context:
-            return Context(
-                agent=cls.name,
-                runtime=self,
-                span=span,
-                llm=llm,
-                model_name=model_name,
-                models_known=tuple(self._models),
-            )
-
+        make_context = context_factory(cls, settings, self, self._models)
         ex = AgentExecutor(
             cls, settings, make_context, self._tasks, self.spans.append, progress=self._progress
         )
