@@ -33,6 +33,7 @@ PASS / FALL-SHORT. ``--quick`` runs a reduced set (fewer trials, shorter, no 1 -
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing as mp
 import os
@@ -81,6 +82,21 @@ def _stamped(size: int) -> bytes:
 # reader; open_reader(spec) in a reader returns (one, batch, raw): receive one record / one batch
 # and return how many came, or return one record itself (latency); open_writer() in the writer
 # returns (send_one, send_batch), delivering to every reader; close().
+
+
+def _fan_out(single_sends, batch_sends):
+    """A writer that sends each record (or batch) on every channel: how one broadcasts with a
+    point-to-point peer, one channel per reader."""
+
+    def one(data):
+        for send in single_sends:
+            send(data)
+
+    def batch(items):
+        for send in batch_sends:
+            send(items)
+
+    return one, batch
 
 
 class RingPeer:
@@ -170,18 +186,7 @@ class PipePeer:
         return one, batch, conn.recv_bytes
 
     def open_writer(self):
-        raw = [c.send_bytes for c in self.senders]
-        obj = [c.send for c in self.senders]
-
-        def one(data):
-            for send in raw:
-                send(data)
-
-        def batch(items):
-            for send in obj:
-                send(items)
-
-        return one, batch
+        return _fan_out([c.send_bytes for c in self.senders], [c.send for c in self.senders])
 
     def close(self) -> None:
         for c in self.senders:
@@ -211,17 +216,10 @@ class FasterFifoPeer:
         return one, batch, lambda: q.get(timeout=RECV_TIMEOUT_S)
 
     def open_writer(self):
-        queues = self.queues
-
-        def one(item):
-            for q in queues:
-                q.put(item, timeout=RECV_TIMEOUT_S)
-
-        def batch(items):
-            for q in queues:
-                q.put_many(items, timeout=RECV_TIMEOUT_S)
-
-        return one, batch
+        return _fan_out(
+            [functools.partial(q.put, timeout=RECV_TIMEOUT_S) for q in self.queues],
+            [functools.partial(q.put_many, timeout=RECV_TIMEOUT_S) for q in self.queues],
+        )
 
     def close(self) -> None:
         for q in self.queues:
@@ -265,18 +263,7 @@ class ZmqPeer:
             sock = self.ctx.socket(zmq.PUSH)
             sock.connect(path)
             self.socks.append(sock)
-        single = [s.send for s in self.socks]
-        multi = [s.send_multipart for s in self.socks]
-
-        def one(data):
-            for send in single:
-                send(data)
-
-        def batch(items):
-            for send in multi:
-                send(items)
-
-        return one, batch
+        return _fan_out([s.send for s in self.socks], [s.send_multipart for s in self.socks])
 
     def close(self) -> None:
         for s in self.socks:

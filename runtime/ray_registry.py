@@ -21,6 +21,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import ray
+
 from agents.runtime_api import TaskInfo
 from agents.tracing import TraceContext
 from runtime.queues import InProcessTaskQueue, TaskQueue, TaskRecord
@@ -177,8 +179,6 @@ class ActorTaskQueue(TaskQueue):
         except asyncio.CancelledError:
             # The actor may have claimed it already; it will be redelivered only by a
             # durable backend. Cancel the pending claim so it does not take a task later.
-            import ray
-
             ray.cancel(ref)
             raise
         return TaskRecord(task_id, queue, payload, TraceContext.parse(traceparent), attempts)
