@@ -37,7 +37,14 @@ from agents.errors import (
     UnknownTopic,
 )
 from agents.handlers import handler
-from agents.model import ChatMessage, ModelClient, ModelReply, SamplingParams, Usage
+from agents.model import (
+    ChatMessage,
+    ChatRequest,
+    ModelClient,
+    ModelReply,
+    SamplingParams,
+    Usage,
+)
 from agents.runtime_api import Priority, Runtime, SharedState, TaskInfo, TaskState
 from agents.tracing import Span, TraceContext
 
@@ -46,6 +53,7 @@ __all__ = [
     "AgentError",
     "Backpressure",
     "ChatMessage",
+    "ChatRequest",
     "Context",
     "HandlerError",
     "InvalidParameter",

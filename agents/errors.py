@@ -119,10 +119,13 @@ class Backpressure(AgentError):
         self.agent = agent
         self.capacity = capacity
         self.retry_after_s = retry_after_s
-        super().__init__(
-            f"agent {agent!r} mailbox is full ({capacity} messages); retry after "
-            f"{retry_after_s:g}s or raise agents[].mailbox_size in the config"
-        )
+        if capacity:
+            what = f"agent {agent!r} mailbox is full ({capacity} messages)"
+            fix = "raise agents[].mailbox_size in the config"
+        else:  # capacity unknown: Serve's request queue in front of the replicas is full
+            what = f"{agent!r} is at capacity (its request queue is full)"
+            fix = "add replicas"
+        super().__init__(f"{what}; retry after {retry_after_s:g}s or {fix}")
 
 
 class ReplicaUnavailable(AgentError):

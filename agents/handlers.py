@@ -138,9 +138,13 @@ class RouteTable:
         """Topics (or queues) this agent listens on."""
         return sorted(k for (c, k) in self._routes if c == channel and k is not None)
 
+    def types(self, channel: Channel, key: str | None = None) -> list[type]:
+        """The message types a channel (and topic or queue) accepts."""
+        return list(self._routes.get((channel, key), {}))
+
     def direct_types(self) -> list[str]:
         """Names of the message types ``send`` accepts."""
-        return [t.__name__ for t in self._routes.get(("direct", None), {})]
+        return [t.__name__ for t in self.types("direct")]
 
 
 def collect(cls: type, agent_name: str) -> RouteTable:

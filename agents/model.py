@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, Union, runtime_checkable
 
+from agents import codec
 from agents.errors import InvalidParameter
 
-__all__ = ["ChatMessage", "ModelClient", "ModelReply", "SamplingParams", "Usage"]
+__all__ = ["ChatMessage", "ChatRequest", "ModelClient", "ModelReply", "SamplingParams", "Usage"]
 
 ChatMessage = dict[str, Any]
 """One chat turn, OpenAI style: ``{"role": "user", "content": "..."}``."""
@@ -41,6 +42,8 @@ class SamplingParams:
         stop: strings that end generation.
         seed: fixes sampling for a reproducible answer.
         n: number of choices, >= 1.
+        ignore_eos: keep generating past end-of-sequence tokens up to ``max_tokens`` (vLLM's
+            extension; load tests use it to fix output lengths).
 
     Raises:
         InvalidParameter: a value is out of range; the message names the field.
@@ -53,6 +56,7 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -70,6 +74,8 @@ class SamplingParams:
             _check_int("seed", self.seed, lo=0)
         if not all(isinstance(s, str) and s for s in self.stop):
             raise InvalidParameter("stop", self.stop, "non-empty strings")
+        if not isinstance(self.ignore_eos, bool):
+            raise InvalidParameter("ignore_eos", self.ignore_eos, "true or false")
 
     @property
     def is_deterministic(self) -> bool:
@@ -131,6 +137,29 @@ class ModelReply:
     def __post_init__(self) -> None:
         if not self.choices:
             object.__setattr__(self, "choices", (self.text,))
+
+
+@dataclass
+class ChatRequest:
+    """A chat, as an agent receives it when it is called like a model.
+
+    The HTTP gateway turns ``POST /v1/chat/completions`` with ``"model": "agent:<name>"`` into
+    this message; an agent that wants to be callable that way has a handler for it, returning a
+    ``str`` or a :class:`ModelReply` (which carries usage and the finish reason).
+
+    Attributes:
+        messages: the turns, OpenAI style.
+        params: the request's sampling parameters, already validated
+            (:class:`SamplingParams` fields); pass them on with ``ctx.llm.chat(messages,
+            **params)`` or ignore them.
+    """
+
+    messages: list[ChatMessage]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+for _t in (ChatRequest, ModelReply, Usage):  # what the gateway decodes from any agent
+    codec.register(_t)
 
 
 @runtime_checkable

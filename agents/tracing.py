@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -89,13 +90,23 @@ class Span(Protocol):
 @dataclass
 class RecordingSpan:
     """A span that keeps what it is told in memory: the in-process runtime's span, and what
-    tests inspect. Not exported anywhere."""
+    tests inspect. ``runtime.telemetry`` exports finished ones as OpenTelemetry spans."""
 
     name: str
     context: TraceContext
     parent_span_id: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    start_ns: int = field(default_factory=time.time_ns, compare=False)
+    """Wall-clock start, ``time.time_ns()``."""
+    end_ns: int | None = field(default=None, compare=False)
+    """Wall-clock end, set by :meth:`end`; None while the span runs."""
+    status_error: str | None = field(default=None, compare=False)
+    """Why the span failed (the error status description); None: it did not fail."""
+    kind: str = field(default="internal", compare=False)
+    """OpenTelemetry span kind: internal, server, client, producer or consumer."""
+    event_times_ns: list[int] = field(default_factory=list, compare=False, repr=False)
+    """``time.time_ns()`` of each event, parallel to ``events``."""
 
     @classmethod
     def start(cls, name: str, parent: TraceContext | None) -> RecordingSpan:
@@ -109,3 +120,12 @@ class RecordingSpan:
 
     def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
         self.events.append((name, dict(attributes or {})))
+        self.event_times_ns.append(time.time_ns())
+
+    def end(self, error: str | None = None) -> None:
+        """Mark the span finished (the first call sets the end time); ``error`` marks it
+        failed."""
+        if self.end_ns is None:
+            self.end_ns = time.time_ns()
+        if error is not None:
+            self.status_error = error

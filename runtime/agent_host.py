@@ -16,6 +16,11 @@ Life of a replica::
 A crash ends the incarnation: callers with calls in flight get ``ReplicaUnavailable``
 (retryable), Ray restarts the actor (``max_restarts``), ``on_start`` runs again, and the new
 incarnation replaces the old one in the registry, so peers re-attach to its new ring.
+
+Under Ray Serve the same class runs inside a Serve replica
+(:class:`runtime.serve_agents.ServedAgent`): Serve's constructor awaits ``start()``, Serve's
+health checks and restarts supervise it, and peers reach it through the agent deployment's
+Serve handle instead of its actor handle (``serve_app`` is then the Serve application name).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from runtime.cluster import AppSpec, ClusterClient
 from runtime.executor import AgentExecutor, context_factory
 from runtime.queues import TaskQueue, make_task_queue
 from runtime.ray_registry import ActorTaskQueue, Member
+from runtime.serving import serve_handles
+from runtime.telemetry import Telemetry
 
 __all__ = ["AgentHost"]
 
@@ -57,6 +64,8 @@ class AgentHost:
         registry: the registry actor.
         queue_actor: the in-process task queue actor, or None when Redis is configured.
         models: model clients by name.
+        serve_app: the Serve application this replica belongs to, when Serve hosts it (then
+            nothing starts itself: the Serve constructor awaits :meth:`start`).
     """
 
     def __init__(
@@ -67,8 +76,10 @@ class AgentHost:
         registry: Any,
         queue_actor: Any,
         models: dict[str, ModelClient],
+        serve_app: str | None = None,
     ) -> None:
         self._spec = spec
+        self._serve_app = serve_app
         self._agent = agent
         self._index = index
         self._registry = registry
@@ -77,6 +88,7 @@ class AgentHost:
         self.replica_id = f"{agent}/{index}/{uuid.uuid4().hex[:8]}"
         self._starting: asyncio.Future[None] | None = None
         self._spans: deque[RecordingSpan] = deque(maxlen=1000)
+        self._telemetry = Telemetry.from_env(spec.config.telemetry, component="agent")
         self._executor: AgentExecutor | None = None
         self._client: ClusterClient | None = None
         self._bus: EventBus | None = None
@@ -84,7 +96,8 @@ class AgentHost:
         self._paths: Counter[str] = Counter()
         # Ray re-runs __init__ after a crash: this queued call is what brings a restarted
         # replica back (on_start, registration) without waiting for traffic.
-        ray.get_runtime_context().current_actor.start.remote()
+        if serve_app is None:
+            ray.get_runtime_context().current_actor.start.remote()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -117,23 +130,24 @@ class AgentHost:
             node_id=node_id,
             bus=self._bus,
             local_sink=self._on_local_topic,
+            serve_handle=serve_handles(self._serve_app) if self._serve_app else None,
         )
         make_context = context_factory(cls, settings, self._client, self._models)
         self._executor = AgentExecutor(
-            cls, settings, make_context, tasks, self._spans.append, consumer=self.replica_id
+            cls, settings, make_context, tasks, self._finished_span, consumer=self.replica_id
         )
         self._client.start()
         await self._executor.start()
-        member = Member(
-            self.replica_id,
-            self._agent,
-            self._index,
-            node_id,
-            ray.get_runtime_context().current_actor,
-            self._bus.handle,
-        )
+        # Under Serve the actor is Serve's replica wrapper: peers use the deployment handle.
+        actor = None if self._serve_app else ray.get_runtime_context().current_actor
+        member = Member(self.replica_id, self._agent, self._index, node_id, actor, self._bus.handle)
+        self._client.announce(member)
         await self._registry.register.remote(member)
         log.info("replica %s started on node %s (pid %d)", self.replica_id, node_id, os.getpid())
+
+    def _finished_span(self, span: RecordingSpan) -> None:
+        self._spans.append(span)
+        self._telemetry.export(span)
 
     def _make_tasks(self) -> TaskQueue:
         if self._queue_actor is None:
@@ -146,6 +160,8 @@ class AgentHost:
         if self._starting is None or self._executor is None:
             return
         ex = self._executor
+        if self._client is not None:
+            self._client.announce(None)
         await self._registry.unregister.remote(self.replica_id)
         await ex.stop_claiming()
         loop = asyncio.get_running_loop()
@@ -161,6 +177,7 @@ class AgentHost:
             await self._client.close()
         if self._bus is not None:
             self._bus.close()
+        await asyncio.to_thread(self._telemetry.shutdown)
 
     # -- messages in -------------------------------------------------------------------------
 

@@ -14,7 +14,12 @@ topics, queues) and follows the registry's membership and state feeds, so it can
 * ``submit`` — put the task on the shared task queue (Redis Streams, or the registry's
   in-process queue actor).
 
-Ray's errors are translated here, once (:func:`translate`), so callers see only
+Under Ray Serve (``serve_app``) the client is given ``serve_handle``: a send, and a topic
+message for a replica on another node, then go through the agent deployment's Serve handle, so
+Serve's router picks the replica (its power of two choices on queue length, its retries around
+replicas that are starting or gone); rings still carry everything between co-located replicas.
+
+Ray's and Serve's errors are translated here, once (:func:`translate`), so callers see only
 ``agents.errors``.
 """
 
@@ -25,12 +30,12 @@ import collections
 import itertools
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import ray
 from ray import exceptions as rex
+from ray.serve.exceptions import BackPressureError, RayServeException
 
 from agents import Agent, codec
 from agents.errors import (
@@ -49,7 +54,7 @@ from agents.tracing import TraceContext
 from runtime.config import AgentConfig, RaygentConfig
 from runtime.local import encode_checked, put_task
 from runtime.queues import TaskQueue
-from runtime.ray_registry import Member, StateUpdate, StateVersion
+from runtime.ray_registry import Member, StateUpdate, StateVersion, cancel_call
 
 if TYPE_CHECKING:
     from runtime.bus import EventBus
@@ -88,9 +93,16 @@ class AppSpec:
 
 
 async def translate(ref: Any, agent: str) -> Any:
-    """Await a Ray call and turn Ray's errors into SDK errors, at this one boundary."""
+    """Await a Ray call (an ``ObjectRef`` or a Serve ``DeploymentResponse``) and turn Ray's and
+    Serve's errors into SDK errors, at this one boundary."""
     try:
         return await ref
+    except BackPressureError as exc:  # Serve's queue of the deployment is full
+        raise Backpressure(agent, 0) from exc
+    except rex.TaskCancelledError as exc:  # before RayServeException: Serve's subclasses both
+        raise asyncio.CancelledError() from exc
+    except RayServeException as exc:  # no replica yet, or none reachable
+        raise ReplicaUnavailable(agent, type(exc).__name__) from exc
     except rex.RayTaskError as exc:
         cause = exc.cause
         if isinstance(cause, AgentError):
@@ -100,8 +112,6 @@ async def translate(ref: Any, agent: str) -> Any:
         raise HandlerError(agent, "call", type(cause).__name__, str(cause)) from exc
     except (rex.ActorDiedError, rex.ActorUnavailableError, rex.RayActorError) as exc:
         raise ReplicaUnavailable(agent, type(exc).__name__) from exc
-    except rex.TaskCancelledError as exc:
-        raise asyncio.CancelledError() from exc
 
 
 class ClusterState(SharedState):
@@ -160,6 +170,8 @@ class ClusterClient:
         node_id: the Ray node this client runs on.
         bus: this replica's shm bus, or None (the driver publishes through Ray calls).
         local_sink: how to run a topic message addressed to this very replica.
+        serve_handle: under Serve, the agent deployment's handle by agent name; sends and
+            cross-node topic messages then go through Serve's router.
     """
 
     def __init__(
@@ -172,8 +184,10 @@ class ClusterClient:
         node_id: str,
         bus: EventBus | None = None,
         local_sink: Any = None,
+        serve_handle: Callable[[str], Any] | None = None,
     ) -> None:
         self.spec = spec
+        self._serve = serve_handle
         self._registry = registry
         self._tasks = tasks
         self.writer_id = writer_id
@@ -188,10 +202,16 @@ class ClusterClient:
         self._loops: list[asyncio.Task[None]] = []
         self._state_seq = 0
         self._closed = False
+        self._me: Member | None = None
         self.paths: collections.Counter[str] = collections.Counter()
         """How state updates arrived (ring or registry), for tests and debugging."""
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def announce(self, member: Member | None) -> None:
+        """This client's own replica: re-registered whenever the feed no longer lists it (the
+        registry restarted and lost its membership)."""
+        self._me = member
 
     def start(self) -> None:
         """Follow the membership and state feeds."""
@@ -220,6 +240,10 @@ class ClusterClient:
             t.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
 
+    def members(self, agent: str) -> list[Member]:
+        """The registered replicas of ``agent`` (as of the last membership feed)."""
+        return list(self._members.by_agent.get(agent, ()))
+
     def _count(self) -> int:
         return sum(len(v) for v in self._members.by_agent.values())
 
@@ -229,7 +253,7 @@ class ClusterClient:
                 version, members = await self._registry.members_since.remote(
                     self._members.version, _POLL_S
                 )
-            except (rex.RayActorError, rex.RayTaskError) as exc:
+            except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
                 log.warning("membership feed failed: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -238,6 +262,13 @@ class ClusterClient:
                 by_agent[m.agent].append(m)
             self._members.version = version
             self._members.by_agent = dict(by_agent)
+            me = self._me
+            if me is not None and all(m.replica_id != me.replica_id for m in members):
+                log.warning("the registry does not list %s; registering again", me.replica_id)
+                try:
+                    await translate(self._registry.register.remote(me), "registry")
+                except AgentError as exc:
+                    log.warning("registering %s again failed: %s", me.replica_id, exc)
             self._members.ready.set()
             if self._bus is not None:
                 self._sync_bus(members)
@@ -254,7 +285,7 @@ class ClusterClient:
         while True:
             try:
                 seq, changes = await self._registry.state_since.remote(self._state_seq, _POLL_S)
-            except (rex.RayActorError, rex.RayTaskError) as exc:
+            except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
                 log.warning("state feed failed: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -293,21 +324,42 @@ class ClusterClient:
             raise UnknownAgent(agent, list(self.spec.classes))
         cls.routes().find("direct", None, msg)
         payload = encode_checked(msg, f"message {type(msg).__name__} to {agent!r}", self._max_bytes)
-        member = self._pick(agent)
         traceparent = trace.traceparent if trace else None
-        ref = member.handle.deliver.remote(payload, traceparent, priority)
-        self._inflight[member.replica_id] += 1
+        reply = await self.send_encoded(
+            agent, payload, traceparent, priority, timeout_s, type(msg).__name__
+        )
+        return codec.decode(reply)
+
+    async def send_encoded(
+        self,
+        agent: str,
+        payload: bytes,
+        traceparent: str | None,
+        priority: Priority,
+        timeout_s: float | None,
+        what: str,
+    ) -> bytes:
+        """``send`` of an already encoded message; returns the encoded reply (the gateway
+        relays bytes without decoding them twice)."""
+        if self._serve is not None:
+            ref = self._serve(agent).deliver.remote(payload, traceparent, priority)
+            replica = None
+        else:
+            member = self._pick(agent)
+            ref = member.handle.deliver.remote(payload, traceparent, priority)
+            replica = member.replica_id
+            self._inflight[replica] += 1
         try:
-            reply = await asyncio.wait_for(translate(ref, agent), timeout_s)
+            return await asyncio.wait_for(translate(ref, agent), timeout_s)
         except asyncio.TimeoutError:
-            ray.cancel(ref)
-            raise SendTimeout(agent, type(msg).__name__, timeout_s or 0.0) from None
+            cancel_call(ref)
+            raise SendTimeout(agent, what, timeout_s or 0.0) from None
         except asyncio.CancelledError:
-            ray.cancel(ref)
+            cancel_call(ref)
             raise
         finally:
-            self._inflight[member.replica_id] -= 1
-        return codec.decode(reply)
+            if replica is not None:
+                self._inflight[replica] -= 1
 
     async def publish(self, topic: str, msg: Any, *, trace: TraceContext | None = None) -> None:
         self._check_open()
@@ -319,11 +371,14 @@ class ClusterClient:
         what = f"message {type(msg).__name__} on topic {topic!r}"
         payload = encode_checked(msg, what, self._max_bytes)
         traceparent = trace.traceparent if trace else None
-        targets = {agent: self._pick(agent, round_robin=True) for agent in agents}
         ring_targets: dict[str, str] = {}
         calls = []
-        for agent, m in targets.items():
-            if m.replica_id == self.writer_id and self._local_sink is not None:
+        for agent in agents:
+            m = self._pick_subscriber(agent)
+            if m is None:  # under Serve, none co-located: Serve's router picks one
+                ref = self._serve(agent).deliver_topic.remote(topic, payload, traceparent)
+                calls.append(translate(ref, agent))
+            elif m.replica_id == self.writer_id and self._local_sink is not None:
                 calls.append(self._local_sink(topic, payload, traceparent))
             elif self._bus is not None and m.node_id == self.node_id and m.ring is not None:
                 ring_targets[agent] = m.replica_id
@@ -361,6 +416,21 @@ class ClusterClient:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeClosed("the runtime is closed")
+
+    def _pick_subscriber(self, agent: str) -> Member | None:
+        """The replica of ``agent`` that gets a topic message. Standalone: round robin over
+        all. Under Serve: round robin over co-located ones (the ring path), or None to let
+        Serve's router choose among the others."""
+        if self._serve is None:
+            return self._pick(agent, round_robin=True)
+        local = [
+            m
+            for m in self._members.by_agent.get(agent, ())
+            if m.node_id == self.node_id and (m.ring is not None or m.replica_id == self.writer_id)
+        ]
+        if not local or (self._bus is None and self._local_sink is None):
+            return None
+        return local[next(self._turns[agent]) % len(local)]
 
     def _pick(self, agent: str, *, round_robin: bool = False) -> Member:
         """A replica of ``agent``: round robin (publish), or the less busy of two random ones

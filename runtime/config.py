@@ -113,8 +113,9 @@ class AgentConfig(_Section):
     """Fixed replica count (ignored when ``autoscaling`` is set)."""
     autoscaling: AutoscalingConfig | None = None
     """Autoscale between bounds instead of a fixed count."""
-    resources: ResourcesConfig = ResourcesConfig()
-    """Ray resources per replica."""
+    resources: ResourcesConfig = ResourcesConfig(num_cpus=0.1)
+    """Ray resources per replica. Agents mostly wait on models and on each other, so the
+    default reserves a tenth of a CPU; give CPU-heavy agents more."""
     model: str | None = None
     """Model for ``ctx.llm``, overriding the class's ``model`` attribute; a key of ``models``."""
     mailbox_size: int = Field(64, ge=1)
@@ -197,6 +198,18 @@ class CacheConfig(_Section):
     """Model or agent names whose entries are shared across tenants (API keys)."""
     socket_timeout_ms: int = Field(50, ge=1)
     """Redis socket timeout; a slower Redis is treated as down (the request goes uncached)."""
+    policies: dict[str, Literal["deterministic", "always", "never"]] = Field(default_factory=dict)
+    """Per model/agent policy overriding ``policy``, e.g. ``{"agent:writer": "always"}``."""
+    flight_wait_s: float = Field(5.0, gt=0)
+    """Longest a gateway replica waits for another replica computing the same response (also
+    the lifetime of the single-flight lock) before computing itself."""
+    breaker_threshold: int = Field(3, ge=1)
+    """Consecutive Redis failures (timeouts, refused connections) that open the circuit
+    breaker; while open, requests are served uncached without touching Redis."""
+    breaker_cooldown_s: float = Field(5.0, gt=0)
+    """How long the breaker stays open before one trial call checks whether Redis is back."""
+    max_connections: int = Field(128, ge=1)
+    """Redis connection pool size per gateway replica."""
 
 
 class QueuesConfig(_Section):
@@ -254,11 +267,25 @@ class TelemetryConfig(_Section):
     """Record metrics (served at /metrics)."""
 
 
+class GatewayConfig(_Section):
+    """The HTTP gateway deployment (the ingress behind Serve's proxy)."""
+
+    replicas: int = Field(1, ge=1)
+    """Gateway replicas (Serve's proxy spreads requests over them)."""
+    autoscaling: AutoscalingConfig | None = None
+    """Scale the gateway with load instead of a fixed ``replicas``."""
+    resources: ResourcesConfig = ResourcesConfig(num_cpus=0.1)
+    """Ray resources per gateway replica."""
+    max_ongoing_requests: int = Field(1000, ge=1)
+    """Requests one gateway replica works on at once. The gateway mostly waits on agents and
+    models, so this is high; agents' mailboxes and Serve's queues bound the real work."""
+
+
 def _default_agents() -> list[AgentConfig]:
     return [
         AgentConfig(import_path=f"examples.research:{name}")
         for name in ("Researcher", "Writer", "Critic", "Archivist")
-    ]
+    ] + [AgentConfig(import_path="examples.assistant:Assistant")]
 
 
 class RaygentConfig(_Section):
@@ -280,6 +307,8 @@ class RaygentConfig(_Section):
     """API keys."""
     telemetry: TelemetryConfig = TelemetryConfig()
     """Tracing and metrics."""
+    gateway: GatewayConfig = GatewayConfig()
+    """The HTTP ingress."""
 
     @model_validator(mode="after")
     def _references(self) -> RaygentConfig:

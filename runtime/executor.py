@@ -55,12 +55,14 @@ def context_factory(
     llm = models.get(model_name) if model_name else None
     known = tuple(models)
 
+    traced = getattr(llm, "traced", None)  # a model server client: calls join the trace
+
     def make_context(span: RecordingSpan) -> Context:
         return Context(
             agent=cls.name,
             runtime=runtime,
             span=span,
-            llm=llm,
+            llm=traced(span.context) if traced is not None else llm,
             model_name=model_name,
             models_known=known,
         )
@@ -136,6 +138,10 @@ class AgentExecutor:
             asyncio.create_task(self._claim(q), name=f"{self.name}-claim-{q}")
             for q in self.cls.routes().keys("queue")
         ]
+
+    def healthy(self) -> bool:
+        """Every worker is running (a dead worker would silently shrink the concurrency)."""
+        return bool(self._workers) and not any(w.done() for w in self._workers)
 
     def busy(self) -> int:
         """Messages waiting or running."""
@@ -236,6 +242,8 @@ class AgentExecutor:
         span = RecordingSpan.start(f"{self.name}.{name}", env.trace)
         span.set_attribute("raygent.agent", self.name)
         span.set_attribute("raygent.channel", env.kind)
+        span.kind = "server" if env.kind == "send" else "consumer"
+        failure: BaseException | None = None
         if env.future is None:
             # Topic messages and tasks have no caller that could give up; only shutdown
             # cancels them, by cancelling this worker. So run them inline: one task and one
@@ -246,6 +254,7 @@ class AgentExecutor:
                 await self._settle(env, None, None, cancelled=True)
                 raise
             except Exception as exc:
+                failure = exc
                 await self._settle(env, None, exc)
             else:
                 await self._settle(env, result, None)
@@ -261,7 +270,10 @@ class AgentExecutor:
                 await asyncio.wait({call})
                 await self._settle(env, *_outcome(call))
                 raise
-            await self._settle(env, *_outcome(call))
+            outcome = _outcome(call)
+            failure = outcome[1]
+            await self._settle(env, *outcome)
+        span.end(f"{type(failure).__name__}: {failure}" if failure is not None else None)
         if self._on_span is not None:
             self._on_span(span)
 

@@ -18,6 +18,7 @@ update arriving twice (ring and registry) or out of order settles to the same va
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +28,14 @@ from agents.runtime_api import TaskInfo
 from agents.tracing import TraceContext
 from runtime.queues import InProcessTaskQueue, TaskQueue, TaskRecord
 
-__all__ = ["ActorTaskQueue", "Member", "Registry", "StateUpdate", "TaskQueueActor"]
+__all__ = [
+    "ActorTaskQueue",
+    "Member",
+    "Registry",
+    "StateUpdate",
+    "TaskQueueActor",
+    "cancel_call",
+]
 
 StateVersion = tuple[int, str]
 """(Lamport counter, writer id): totally ordered, so every copy picks the same winner."""
@@ -129,28 +137,44 @@ class Registry:
 
 class TaskQueueActor:
     """The in-process task queue, hosted in one actor so every replica shares it (used when no
-    Redis is configured; it is not durable across the actor's death)."""
+    Redis is configured; it is not durable across this actor's death).
 
-    def __init__(self, max_pending: int, max_attempts: int) -> None:
+    A worker that dies holding a task cannot ack it, and its pending ``claim`` may even take a
+    task after it died (nothing cancels a call whose caller is gone). So a claimed task is
+    *leased*: unless acked, failed or released within ``visibility_timeout_s``, it goes back
+    to the queue, and a late ack of a task that was handed out again is ignored. Delivery is
+    at least once, as with the Redis backend.
+    """
+
+    def __init__(
+        self, max_pending: int, max_attempts: int, visibility_timeout_s: float = 30.0
+    ) -> None:
         self._q = InProcessTaskQueue(max_pending=max_pending, max_attempts=max_attempts)
-        self._claimed: dict[str, TaskRecord] = {}
+        self._claimed: dict[str, tuple[TaskRecord, float]] = {}  # id -> (record, lease end)
+        self._visibility_s = visibility_timeout_s
+        self._reaper: asyncio.Task[None] | None = None
 
     async def put(self, queue: str, payload: bytes, traceparent: str) -> str:
         return await self._q.put(queue, payload, TraceContext.parse(traceparent))
 
     async def claim(self, queue: str, consumer: str) -> tuple[str, bytes, str, int]:
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap(), name="raygent-queue-reaper")
         rec = await self._q.claim(queue, consumer)
-        self._claimed[rec.id] = rec
+        self._claimed[rec.id] = (rec, time.monotonic() + self._visibility_s)
         return rec.id, rec.payload, rec.trace.traceparent, rec.attempts
 
     async def ack(self, task_id: str, result: bytes) -> None:
-        await self._q.ack(self._claimed.pop(task_id), result)
+        if (held := self._claimed.pop(task_id, None)) is not None:
+            await self._q.ack(held[0], result)
 
     async def fail(self, task_id: str, error: str) -> None:
-        await self._q.fail(self._claimed.pop(task_id), error)
+        if (held := self._claimed.pop(task_id, None)) is not None:
+            await self._q.fail(held[0], error)
 
     async def release(self, task_id: str) -> None:
-        await self._q.release(self._claimed.pop(task_id))
+        if (held := self._claimed.pop(task_id, None)) is not None:
+            await self._q.release(held[0])
 
     async def info(self, task_id: str) -> TaskInfo:
         return await self._q.info(task_id)
@@ -161,9 +185,20 @@ class TaskQueueActor:
     def max_pending(self) -> int:
         return self._q.max_pending
 
+    async def _reap(self) -> None:
+        """Put tasks whose lease ran out back on their queue (their worker is gone or hung)."""
+        while True:
+            await asyncio.sleep(min(1.0, self._visibility_s / 4))
+            now = time.monotonic()
+            for task_id, (rec, lease_end) in list(self._claimed.items()):
+                if lease_end <= now:
+                    del self._claimed[task_id]
+                    await self._q.fail(rec, "the worker did not finish within the lease")
+
 
 class ActorTaskQueue(TaskQueue):
-    """A ``TaskQueue`` whose storage is a :class:`TaskQueueActor` (Ray calls)."""
+    """A ``TaskQueue`` whose storage is a :class:`TaskQueueActor`: a Ray actor handle or a
+    Serve deployment handle (both answer ``.method.remote(...)`` with an awaitable)."""
 
     def __init__(self, actor: Any, max_pending: int) -> None:
         self._actor = actor
@@ -179,7 +214,7 @@ class ActorTaskQueue(TaskQueue):
         except asyncio.CancelledError:
             # The actor may have claimed it already; it will be redelivered only by a
             # durable backend. Cancel the pending claim so it does not take a task later.
-            ray.cancel(ref)
+            cancel_call(ref)
             raise
         return TaskRecord(task_id, queue, payload, TraceContext.parse(traceparent), attempts)
 
@@ -197,3 +232,13 @@ class ActorTaskQueue(TaskQueue):
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         return await self._actor.wait.remote(task_id, timeout_s)
+
+
+def cancel_call(ref: Any) -> None:
+    """Cancel a pending call: a Serve ``DeploymentResponse`` cancels itself, an ``ObjectRef``
+    goes through Ray. (The registry and the queue are Ray actors standalone and Serve
+    deployments under ``serve_app``; their callers hold either kind.)"""
+    if hasattr(ref, "cancel"):
+        ref.cancel()
+    else:
+        ray.cancel(ref)

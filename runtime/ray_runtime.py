@@ -116,7 +116,11 @@ class RayRuntime:
             self._queue_actor = (
                 ray.remote(TaskQueueActor)
                 .options(num_cpus=0, max_concurrency=10_000)
-                .remote(cfg.queues.max_pending, cfg.queues.max_attempts)
+                .remote(
+                    cfg.queues.max_pending,
+                    cfg.queues.max_attempts,
+                    cfg.queues.visibility_timeout_s,
+                )
             )
         host_cls = ray.remote(AgentHost)
         # Constructor arguments stay referenced by this runtime for its whole life: Ray needs

@@ -8,6 +8,7 @@ not vLLM.
 * :func:`model_deployments` / :func:`model_deployment` -- bound ``ModelServer`` deployments;
 * :class:`ModelServerClient` -- ``ctx.llm`` over a deployment handle;
 * :class:`ModelDelta` -- one streamed piece of an answer;
+* :func:`check_params` -- request parameters -> validated ``SamplingParams`` within limits;
 * :func:`ensure_tiny_model` -- generate ``builtin:tiny`` (needs torch and transformers).
 
 Example:
@@ -18,6 +19,7 @@ Example:
     >>> llm = ModelServerClient.for_model("default", app_name="models")  # doctest: +SKIP
 """
 
+from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta
 from runtime.models.client import ModelServerClient, deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
@@ -30,6 +32,7 @@ __all__ = [
     "ModelServer",
     "ModelServerClient",
     "WarmFirstRequestRouter",
+    "check_params",
     "deployment_name",
     "ensure_tiny_model",
     "model_deployment",

@@ -10,7 +10,8 @@ Ray / Serve raises                                     the caller sees
 =====================================================  ========================================
 ``RayTaskError`` carrying an SDK error                 that error (``InvalidParameter``, ...)
 ``ActorDiedError`` / ``ActorUnavailableError``         ``ModelError`` (retryable)
-``BackPressureError``, ``DeploymentUnavailableError``  ``ModelError`` (retryable)
+``BackPressureError`` (Serve's queue is full)          ``Backpressure`` (retryable)
+``DeploymentUnavailableError``                         ``ModelError`` (retryable)
 ``RequestCancelledError``, ``TaskCancelledError``      ``ModelError`` (retryable)
 any other ``RayError`` / ``RayServeException``         ``ModelError`` (retryable)
 =====================================================  ========================================
@@ -28,16 +29,18 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import ray.exceptions
 from ray import serve
-from ray.serve.exceptions import RayServeException
+from ray.serve.exceptions import BackPressureError, RayServeException
 from ray.serve.handle import DeploymentHandle
 
-from agents.errors import AgentError, InvalidParameter, ModelError
+from agents.errors import AgentError, Backpressure, InvalidParameter, ModelError
 from agents.model import ChatMessage, ModelReply, Prompt, SamplingParams
+from agents.tracing import TraceContext
 from runtime.models._wire import ModelDelta
 
 __all__ = ["ModelServerClient", "deployment_name", "translate_ray_error"]
@@ -60,6 +63,14 @@ class ModelServerClient:
         self._handle = handle
         self._stream_handle = handle.options(stream=True)
         self.name = name
+        self._traceparent: str | None = None
+
+    def traced(self, trace: TraceContext | None) -> ModelServerClient:
+        """A view of this client whose calls are spans in ``trace`` (the runtime gives each
+        handler call its own view, so ``ctx.llm`` calls join the handler's trace)."""
+        view = copy.copy(self)
+        view._traceparent = trace.traceparent if trace is not None else None
+        return view
 
     @classmethod
     def for_model(cls, name: str, *, app_name: str) -> ModelServerClient:
@@ -69,14 +80,14 @@ class ModelServerClient:
     async def chat(self, messages: Sequence[ChatMessage], **params: Any) -> ModelReply:
         """Answer a chat. Keyword arguments are :class:`~agents.model.SamplingParams` fields."""
         SamplingParams(**_known(params))  # fail fast, before a network hop
-        return await self._call(self._handle.chat.remote(list(messages), params))
+        return await self._call(self._handle.chat.remote(list(messages), params, self._traceparent))
 
     async def complete(self, prompt: str, **params: Any) -> ModelReply:
         """Continue a raw prompt."""
         if not isinstance(prompt, str):
             raise InvalidParameter("prompt", prompt, "a string (use chat() for turns)")
         SamplingParams(**_known(params))
-        return await self._call(self._handle.complete.remote(prompt, params))
+        return await self._call(self._handle.complete.remote(prompt, params, self._traceparent))
 
     async def stream(self, prompt: Prompt, **params: Any) -> AsyncIterator[str]:
         """Yield text deltas (choice 0) as they are generated; closing early aborts."""
@@ -90,7 +101,7 @@ class ModelServerClient:
         SamplingParams(**_known(params))
         if not isinstance(prompt, str):
             prompt = list(prompt)
-        gen = self._stream_handle.stream.remote(prompt, params)
+        gen = self._stream_handle.stream.remote(prompt, params, self._traceparent)
         done = False
         try:
             async for delta in gen:
@@ -115,6 +126,8 @@ class ModelServerClient:
 
 def translate_ray_error(exc: BaseException, model: str) -> AgentError:
     """The SDK error for a Ray/Serve error raised by a call to model ``model``'s deployment."""
+    if isinstance(exc, BackPressureError):
+        return Backpressure(f"model {model}", 0)
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause
         if isinstance(cause, AgentError):

@@ -339,6 +339,7 @@ class ModelEngine:
                 max_tokens=params.max_tokens,
                 stop=list(params.stop) or None,
                 seed=params.seed,
+                ignore_eos=params.ignore_eos,
                 output_kind=kind,
             )
         except VLLMValidationError as exc:

@@ -96,12 +96,15 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 
 from agents.errors import AgentError, InvalidParameter, ModelError
 from agents.model import ModelReply, Prompt, SamplingParams
-from runtime.config import LimitsConfig, ModelConfig, RaygentConfig
+from agents.tracing import TraceContext
+from runtime.config import LimitsConfig, ModelConfig, RaygentConfig, TelemetryConfig
 from runtime.errors import ConfigError
 from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta
 from runtime.models.client import deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
+from runtime.serving import actor_options, scaling_options
+from runtime.telemetry import Telemetry, genai_attributes, genai_span_name
 
 if TYPE_CHECKING:
     from runtime.models.engine import ModelEngine
@@ -195,6 +198,7 @@ class ModelServer:
             if config.idle_unload_s is not None
             else None
         )
+        self._telemetry = Telemetry.from_env(TelemetryConfig(), component="model")
         self._closed = False
         self._event("replica_started")
         if config.load == "background":
@@ -204,26 +208,80 @@ class ModelServer:
 
     # ---- public methods (called through the deployment handle) ----------------------------
 
-    async def chat(self, messages: list[dict[str, Any]], params: Mapping[str, Any] | None = None):
-        """Answer a chat; ``params`` are SamplingParams fields. Returns a ModelReply."""
-        return await self._answer("chat", list(messages), dict(params or {}))
+    async def chat(
+        self,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any] | None = None,
+        traceparent: str | None = None,
+    ):
+        """Answer a chat; ``params`` are SamplingParams fields. Returns a ModelReply.
+        ``traceparent`` places the call's span in the caller's trace."""
+        with self._span("chat", traceparent, params) as span:
+            reply = await self._answer("chat", list(messages), dict(params or {}))
+            self._record(span, "chat", reply.usage, [reply.finish_reason], reply.model)
+            return reply
 
-    async def complete(self, prompt: str, params: Mapping[str, Any] | None = None):
+    async def complete(
+        self, prompt: str, params: Mapping[str, Any] | None = None, traceparent: str | None = None
+    ):
         """Continue a raw prompt. Returns a ModelReply."""
         if not isinstance(prompt, str):
             raise InvalidParameter("prompt", prompt, "a string (use chat for turns)")
-        return await self._answer("complete", prompt, dict(params or {}))
+        with self._span("text_completion", traceparent, params) as span:
+            reply = await self._answer("complete", prompt, dict(params or {}))
+            self._record(span, "text_completion", reply.usage, [reply.finish_reason], reply.model)
+            return reply
 
     async def stream(
-        self, prompt: Prompt, params: Mapping[str, Any] | None = None
+        self,
+        prompt: Prompt,
+        params: Mapping[str, Any] | None = None,
+        traceparent: str | None = None,
     ) -> AsyncIterator[ModelDelta]:
         """Yield ModelDelta items; call through ``handle.options(stream=True)``.
 
         A list of turns is a chat, a string a completion. Cancelling the call aborts the
         generation in the engine.
         """
-        async for delta in self._stream(prompt, dict(params or {})):
-            yield delta
+        operation = "text_completion" if isinstance(prompt, str) else "chat"
+        with self._span(operation, traceparent, params) as span:
+            reasons: list[str] = []
+            async for delta in self._stream(prompt, dict(params or {})):
+                if delta.finish_reason is not None:
+                    reasons.append(delta.finish_reason)
+                if delta.usage is not None:
+                    self._record(span, operation, delta.usage, reasons, delta.model)
+                yield delta
+
+    def _span(self, operation: str, traceparent: str | None, params: Mapping[str, Any] | None):
+        parent = None
+        if traceparent:
+            with contextlib.suppress(ValueError):
+                parent = TraceContext.parse(traceparent)
+        p = dict(params or {})
+        attributes = genai_attributes(
+            self._name,
+            operation,  # type: ignore[arg-type]
+            max_tokens=p.get("max_tokens"),
+            temperature=p.get("temperature"),
+            top_p=p.get("top_p"),
+        )
+        name = genai_span_name(operation, self._name)  # type: ignore[arg-type]
+        return self._telemetry.span(name, parent, attributes, kind="client")
+
+    def _record(
+        self, span: Any, operation: str, usage: Any, reasons: list[str], model: str
+    ) -> None:
+        span.attributes.update(
+            genai_attributes(
+                self._name,
+                operation,  # type: ignore[arg-type]
+                input_tokens=usage.prompt_tokens,
+                output_tokens=usage.completion_tokens,
+                finish_reasons=reasons,
+                response_model=model,
+            )
+        )
 
     async def check_health(self) -> None:
         """Serve's health check: raises when the engine is dead or hung, or a required load
@@ -324,6 +382,7 @@ class ModelServer:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.shutdown(kill=engine.dead)
+        self._telemetry.shutdown()
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -631,19 +690,12 @@ def model_deployment(
         runtime_env: Ray runtime environment of the replicas (e.g. ``env_vars`` for
             ``VLLM_CACHE_ROOT`` or ``HF_HOME``).
     """
-    actor_options: dict[str, Any] = {
-        "num_cpus": config.resources.num_cpus,
-        "num_gpus": config.resources.num_gpus,
-    }
-    if config.resources.memory_bytes is not None:
-        actor_options["memory"] = config.resources.memory_bytes
-    if config.resources.custom:
-        actor_options["resources"] = dict(config.resources.custom)
+    ray_options = actor_options(config.resources)
     if runtime_env:
-        actor_options["runtime_env"] = dict(runtime_env)
+        ray_options["runtime_env"] = dict(runtime_env)
     options: dict[str, Any] = {
         "name": deployment_name(name),
-        "ray_actor_options": actor_options,
+        "ray_actor_options": ray_options,
         "max_ongoing_requests": config.max_ongoing_requests,
         "health_check_period_s": config.health_check_period_s,
         "health_check_timeout_s": config.health_check_timeout_s + _HEALTH_RPC_MARGIN_S,
@@ -653,15 +705,7 @@ def model_deployment(
             request_routing_stats_timeout_s=max(5.0, 3 * config.routing_stats_period_s),
         ),
     }
-    if config.autoscaling is not None:
-        a = config.autoscaling
-        options["autoscaling_config"] = {
-            "min_replicas": a.min_replicas,
-            "max_replicas": a.max_replicas,
-            "target_ongoing_requests": a.target_ongoing_requests,
-        }
-    else:
-        options["num_replicas"] = config.replicas
+    options.update(scaling_options(config.replicas, config.autoscaling))
     return serve.deployment(ModelServer).options(**options).bind(name, config, limits, fallback)
 
 

@@ -21,6 +21,7 @@ def test_defaults_serve_the_examples_on_the_tiny_model_with_in_process_cache():
         "examples.research:Writer",
         "examples.research:Critic",
         "examples.research:Archivist",
+        "examples.assistant:Assistant",
     ]
     assert cfg.models["default"].source == "builtin:tiny"
     assert cfg.models["default"].load == "background"
@@ -76,7 +77,7 @@ def test_explicit_path_argument_beats_environment_variable(tmp_path):
             "limits: {max_tokens: 0}",
             "limits.max_tokens: Input should be greater than or equal to 1 (got 0)",
         ),
-        ("cache: {ttl: 5}", "cache.ttl: unknown field; allowed: max_entries, policy, shared"),
+        ("cache: {ttl: 5}", "cache.ttl: unknown field; allowed: breaker_cooldown_s, breaker"),
         ("agents: [{import_path: 'not a path'}]", "agents[0].import_path: String should match"),
         (
             "agents: [{import_path: 'a:B', mailbox_size: -1}]",

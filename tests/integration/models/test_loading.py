@@ -20,7 +20,8 @@ IDLE_S = 3.0
 
 @pytest.fixture(scope="module")
 def lazy_model(serve_instance, model_env):
-    cfg = small_model(load="lazy", idle_unload_s=IDLE_S)
+    # The first requests wait for the whole load: allow for a busy machine.
+    cfg = small_model(load="lazy", idle_unload_s=IDLE_S, request_timeout_s=180.0)
     d = deploy(serve_instance, "lazy", cfg, model_env)
     yield d
     serve_instance.delete(d.app)

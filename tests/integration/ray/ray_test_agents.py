@@ -7,7 +7,7 @@ import asyncio
 import os
 from dataclasses import dataclass
 
-from agents import Agent, Context, handler
+from agents import Agent, ChatRequest, Context, handler
 
 
 @dataclass
@@ -126,3 +126,16 @@ class SlowWorker(Agent):
         done = ctx.state.get(f"done:{msg.n}", 0) + 1
         await ctx.state.set(f"done:{msg.n}", done)
         return {"n": msg.n, "pid": os.getpid()}
+
+
+class Flaky(Agent):
+    """Answers chats only once shared state ``flaky_ok`` is true; fails before that (the
+    gateway must not cache the failure)."""
+
+    model = None
+
+    @handler
+    async def chat(self, msg: ChatRequest, ctx: Context) -> str:
+        if not ctx.state.get("flaky_ok"):
+            raise RuntimeError("not yet")
+        return "ok: " + msg.messages[-1]["content"]

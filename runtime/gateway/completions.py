@@ -1,0 +1,448 @@
+"""Chat and text completions: a model or an agent answers, the response cache in front.
+
+One path for ``/v1/chat/completions`` and ``/v1/completions``, whatever ``model`` names:
+
+1. resolve the target: a configured model, or ``agent:<name>`` (404 otherwise);
+2. validate sampling parameters against the limits (400 naming the field);
+3. ask the cache policy (:meth:`ResponseCache.decide`): may this request read, or store?
+4. answer — from the cache, from an identical request already in flight (single-flight), or
+   from the target — as JSON, or as SSE for ``stream: true``;
+5. store only a whole answer (every choice stopped or hit its token limit): never an error, a
+   cancelled or a cut-off stream.
+
+An agent answers a chat as a :class:`~agents.ChatRequest` message; its reply (a ``str`` or a
+:class:`~agents.ModelReply`) comes back in the same schema as a model's. Agents reply once, so a
+stream request to an agent gets its answer as one content chunk.
+
+Errors before the first byte are HTTP errors (:mod:`runtime.gateway.errors`); once a stream has
+started, an error is an SSE error event followed by ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from agents import codec
+from agents.errors import AgentError, UnknownModel
+from agents.model import ChatRequest, ModelReply, SamplingParams, Usage
+from agents.tracing import TraceContext
+from runtime.cache import ResponseCache, cache_key
+from runtime.cluster import ClusterClient
+from runtime.config import RaygentConfig
+from runtime.gateway.errors import ApiError, from_agent_error
+from runtime.gateway.messages import to_json
+from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_event, error_event
+from runtime.gateway.openai_format import render as render_json
+from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
+from runtime.metrics import Metrics
+from runtime.models import ModelDelta, ModelServerClient
+from runtime.telemetry import Telemetry, genai_attributes
+
+__all__ = ["AGENT_PREFIX", "CACHE_HEADER", "Completions", "Target"]
+
+log = logging.getLogger(__name__)
+
+AGENT_PREFIX = "agent:"
+"""``model`` values naming an agent: ``agent:<name>``."""
+
+CACHE_HEADER = "x-raygent-cache"
+
+
+@dataclass(frozen=True)
+class Target:
+    """What answers a request: a model, or an agent."""
+
+    name: str  # as the client wrote it: "default" or "agent:assistant"
+    model: str | None = None
+    agent: str | None = None
+    revision: str | None = None
+
+
+class Completions:
+    """The completion routes' logic, shared by every gateway replica.
+
+    Args:
+        config: the application config.
+        models: model clients by name.
+        runtime: the gateway's cluster client (reaches agents).
+        cache: the response cache.
+        metrics: request metrics.
+        telemetry: span export.
+    """
+
+    def __init__(
+        self,
+        config: RaygentConfig,
+        models: dict[str, ModelServerClient],
+        runtime: ClusterClient,
+        cache: ResponseCache,
+        metrics: Metrics,
+        telemetry: Telemetry,
+    ) -> None:
+        self._cfg = config
+        self._models = models
+        self._runtime = runtime
+        self._cache = cache
+        self._metrics = metrics
+        self._telemetry = telemetry
+        self._timeout = config.limits.request_timeout_s
+
+    # -- targets -------------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> Target:
+        """The target ``name`` denotes; 404 (``UnknownModel``) if nothing does."""
+        if name.startswith(AGENT_PREFIX):
+            agent = name[len(AGENT_PREFIX) :]
+            cls = self._runtime.spec.classes.get(agent)
+            if cls is None:
+                raise UnknownModel(name, self.names())
+            return Target(name, agent=agent, revision=f"{cls.__module__}:{cls.__qualname__}")
+        cfg = self._cfg.models.get(name)
+        if cfg is None or name not in self._models:
+            raise UnknownModel(name, self.names())
+        return Target(name, model=name, revision=f"{cfg.source}@{cfg.revision or ''}")
+
+    def names(self) -> list[str]:
+        """Every ``model`` value this gateway answers."""
+        return [*self._models, *(AGENT_PREFIX + a for a in self._runtime.spec.classes)]
+
+    # -- the route -----------------------------------------------------------------------------
+
+    async def answer(
+        self,
+        req: ChatCompletionRequest | CompletionRequest,
+        *,
+        tenant: str,
+        cache_control: str | None,
+        trace: TraceContext,
+    ) -> Any:
+        """Answer one request: a ``JSONResponse`` or a ``StreamingResponse``."""
+        kind: Kind = "chat" if isinstance(req, ChatCompletionRequest) else "text"
+        target = self.resolve(req.model)
+        sp = req.sampling(self._cfg.limits)
+        prompt: Any = req.turns() if isinstance(req, ChatCompletionRequest) else req.text()
+        params = sp.to_dict()
+        decision = self._cache.decide(
+            target=target.name,
+            params=params,
+            deterministic=sp.is_deterministic,
+            cache_control=cache_control,
+        )
+        key = cache_key(
+            target=target.name,
+            revision=target.revision,
+            kind=kind,
+            prompt=prompt,
+            params=params,
+            tenant=tenant,
+            shared=target.name in self._cfg.cache.shared,
+        )
+        call = _Call(self, target, kind, prompt, sp, trace)
+        if req.stream:
+            return await self._stream(call, key, decision, req.include_usage)
+        return await self._plain(call, key, decision)
+
+    async def _plain(self, call: _Call, key: str, decision: Any) -> JSONResponse:
+        done_here: list[Completed] = []
+
+        async def produce() -> bytes | None:
+            done = await call.whole()
+            done_here.append(done)
+            return done.to_bytes() if done.cacheable else None
+
+        value, status = await self._cache.get_or_compute(key, produce, decision)
+        done = done_here[0] if done_here else Completed.from_bytes(value or b"")
+        self._cache_metric(status)
+        return JSONResponse(render_json(done), headers={CACHE_HEADER: status})
+
+    async def _stream(
+        self, call: _Call, key: str, decision: Any, include_usage: bool
+    ) -> StreamingResponse:
+        """A stream request: replay a cached answer, follow an identical stream in flight
+        (replaying its answer when it ends), or stream live and record for the cache."""
+        if not decision.lookup:  # no-store / no-cache / policy: live, stored only if allowed
+            put = self._put_after(key) if decision.store else None
+            return await self._live(call, include_usage, "bypass", put)
+        value, looked = await self._cache.lookup(key)
+        if value is not None:
+            return self._replay(Completed.from_bytes(value), include_usage)
+        healthy = looked == "miss"  # "error": Redis failed; do not wait on it again
+        status = "miss" if healthy else "bypass"
+        stack = contextlib.AsyncExitStack()
+        try:
+            flight = await stack.enter_async_context(
+                self._cache.flight(key, store=decision.store, remote=healthy)
+            )
+            if not flight.leader:
+                value = await asyncio.wait_for(flight.wait(), call.left())
+                await stack.aclose()
+                if value is not None:
+                    return self._replay(Completed.from_bytes(value), include_usage)
+                put = self._put_after(key) if decision.store and healthy else None
+                return await self._live(call, include_usage, status, put)
+        except BaseException:
+            await stack.aclose()
+            raise
+
+        async def lead(done: Completed | None) -> None:
+            try:
+                flight.publish(done.to_bytes() if done is not None and done.cacheable else None)
+            finally:
+                await stack.aclose()  # ends the flight: stores the published value
+
+        try:
+            return await self._live(call, include_usage, status, lead)
+        except BaseException:
+            await lead(None)
+            raise
+
+    def _put_after(self, key: str) -> Callable[[Completed | None], Awaitable[None]]:
+        async def put(done: Completed | None) -> None:
+            if done is not None and done.cacheable:
+                await self._cache.put(key, done.to_bytes())
+
+        return put
+
+    def _replay(self, done: Completed, include_usage: bool) -> StreamingResponse:
+        self._cache_metric("hit")
+        fmt = StreamFormat(done.kind, done.model, include_usage)
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in fmt.replay(done):
+                yield chunk
+
+        return _sse(body(), "hit")
+
+    async def _live(
+        self,
+        call: _Call,
+        include_usage: bool,
+        status: str,
+        finish: Callable[[Completed | None], Awaitable[None]] | None,
+    ) -> StreamingResponse:
+        self._cache_metric(status)
+        deltas = call.deltas()
+        first = await deltas.__anext__()  # errors here are still HTTP errors
+        fmt = StreamFormat(call.kind, first.model or call.target.name, include_usage)
+
+        async def body() -> AsyncIterator[bytes]:
+            acc = _Accumulator(call.kind, fmt.model)
+            try:
+                delta: ModelDelta | None = first
+                while delta is not None:
+                    acc.add(delta)
+                    if delta.text or delta.finish_reason:
+                        yield fmt.delta(delta.index, delta.text, delta.finish_reason)
+                    delta = await anext(deltas, None)
+                if include_usage:
+                    yield fmt.usage(acc.usage)
+                yield done_event()
+                acc.complete = True
+            except AgentError as exc:
+                yield error_event(from_agent_error(exc).body())
+                yield done_event()
+            finally:
+                await deltas.aclose()
+                call.finished(acc)
+                if finish is not None:
+                    await finish(acc.result())
+
+        return _sse(body(), status)
+
+    def _cache_metric(self, status: str) -> None:
+        self._metrics.cache_event(status)
+
+
+class _Accumulator:
+    """Collects a live stream into the :class:`Completed` that may be cached."""
+
+    def __init__(self, kind: Kind, model: str) -> None:
+        self.kind = kind
+        self.model = model
+        self.texts: dict[int, list[str]] = {}
+        self.reasons: dict[int, str] = {}
+        self.usage = Usage()
+        self.complete = False
+        self.first_token_at: float | None = None
+
+    def add(self, delta: ModelDelta) -> None:
+        if delta.text and self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+        self.texts.setdefault(delta.index, []).append(delta.text)
+        if delta.finish_reason is not None:
+            self.reasons[delta.index] = delta.finish_reason
+        if delta.usage is not None:
+            self.usage = delta.usage
+
+    def result(self) -> Completed | None:
+        if not self.complete or set(self.reasons) != set(self.texts):
+            return None
+        order = sorted(self.texts)
+        return Completed(
+            self.kind,
+            self.model,
+            ["".join(self.texts[i]) for i in order],
+            [self.reasons[i] for i in order],
+            self.usage,
+        )
+
+
+class _Call:
+    """One request's call to its target, with its span and metrics."""
+
+    def __init__(
+        self,
+        owner: Completions,
+        target: Target,
+        kind: Kind,
+        prompt: Any,
+        sp: SamplingParams,
+        trace: TraceContext,
+    ) -> None:
+        self.owner = owner
+        self.target = target
+        self.kind = kind
+        self.prompt = prompt
+        self.sp = sp
+        self.trace = trace
+        self.started = time.monotonic()
+        self._deadline = self.started + owner._timeout
+
+    def left(self) -> float:
+        """Seconds left of the request's timeout (504 when none)."""
+        return self._left()
+
+    def _left(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _timeout(self.owner._timeout)
+        return left
+
+    async def whole(self) -> Completed:
+        """The whole answer of the target."""
+        with self.owner._telemetry.span(self._span_name(), self.trace) as span:
+            try:
+                if self.target.agent is not None:
+                    done = await self._agent(span.context)
+                else:
+                    done = await asyncio.wait_for(self._model(span.context), self._left())
+            except asyncio.TimeoutError:
+                raise _timeout(self.owner._timeout) from None
+            span.attributes.update(self._attributes(done))
+        elapsed = time.monotonic() - self.started
+        self.owner._metrics.observe_generation(
+            self.target.name, done.usage.completion_tokens, elapsed
+        )
+        return done
+
+    async def _model(self, trace: TraceContext) -> Completed:
+        llm = self.owner._models[self.target.model or ""].traced(trace)
+        params = self.sp.to_dict()
+        if self.kind == "chat":
+            reply = await llm.chat(self.prompt, **params)
+        else:
+            reply = await llm.complete(self.prompt, **params)
+        return Completed.from_reply(self.kind, reply)
+
+    async def _agent(self, trace: TraceContext) -> Completed:
+        agent = self.target.agent or ""
+        turns = self.prompt if self.kind == "chat" else [{"role": "user", "content": self.prompt}]
+        msg = ChatRequest(turns, _explicit(self.sp))
+        self.owner._runtime.spec.classes[agent].routes().find("direct", None, msg)
+        payload = codec.encode(msg)
+        raw = await self.owner._runtime.send_encoded(
+            agent, payload, trace.traceparent, "interactive", self._left(), "ChatRequest"
+        )
+        reply = codec.decode(raw)
+        if isinstance(reply, ModelReply):
+            return Completed.from_reply(self.kind, reply)
+        text = reply if isinstance(reply, str) else json.dumps(to_json(reply))
+        return Completed(self.kind, self.target.name, [text], ["stop"])
+
+    async def deltas(self) -> AsyncIterator[ModelDelta]:
+        """The answer as deltas: a model streams; an agent's whole reply is one delta per
+        choice. Each step is bounded by what is left of the request's timeout."""
+        if self.target.agent is not None:
+            done = await self.whole()
+            for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
+                last = i == len(done.texts) - 1
+                yield ModelDelta(text, i, done.model, reason, done.usage if last else None)
+            return
+        llm = self.owner._models[self.target.model or ""]
+        gen = llm.stream_deltas(self.prompt, **self.sp.to_dict())
+        try:
+            while True:
+                try:
+                    delta = await asyncio.wait_for(anext(gen), self._left())
+                except StopAsyncIteration:
+                    return
+                except asyncio.TimeoutError:
+                    raise _timeout(self.owner._timeout) from None
+                yield delta
+        finally:
+            await gen.aclose()
+
+    def finished(self, acc: _Accumulator) -> None:
+        """Metrics and the span of a streamed answer."""
+        m = self.owner._metrics
+        now = time.monotonic()
+        if acc.first_token_at is not None:
+            m.observe_ttft(self.target.name, acc.first_token_at - self.started)
+            m.observe_generation(
+                self.target.name, acc.usage.completion_tokens, now - acc.first_token_at
+            )
+        if self.target.model is not None:  # an agent's stream already recorded its span
+            with self.owner._telemetry.span(self._span_name(), self.trace) as span:
+                done = acc.result()
+                if done is not None:
+                    span.attributes.update(self._attributes(done))
+
+    def _span_name(self) -> str:
+        if self.target.agent is not None:
+            return f"gateway.send {self.target.agent}"
+        return f"{'chat' if self.kind == 'chat' else 'text_completion'} {self.target.model}"
+
+    def _attributes(self, done: Completed) -> dict[str, Any]:
+        return genai_attributes(
+            model=self.target.name,
+            operation="chat" if self.kind == "chat" else "text_completion",
+            input_tokens=done.usage.prompt_tokens,
+            output_tokens=done.usage.completion_tokens,
+            max_tokens=self.sp.max_tokens,
+            temperature=self.sp.temperature,
+            top_p=self.sp.top_p,
+            finish_reasons=done.finish_reasons,
+            response_model=done.model,
+        )
+
+
+def _explicit(sp: SamplingParams) -> dict[str, Any]:
+    """The parameters that differ from the SDK defaults (what an agent passes on)."""
+    defaults = SamplingParams().to_dict()
+    return {k: v for k, v in sp.to_dict().items() if v != defaults[k] or k == "max_tokens"}
+
+
+def _timeout(seconds: float) -> ApiError:
+    return ApiError(
+        504,
+        f"no answer within {seconds:g}s (limits.request_timeout_s)",
+        type="timeout_error",
+        code="upstream_timeout",
+    )
+
+
+def _sse(body: AsyncIterator[bytes], status: str) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={CACHE_HEADER: status, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

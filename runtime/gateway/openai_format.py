@@ -1,0 +1,180 @@
+"""OpenAI's response shapes: one finished answer (:class:`Completed`) in, JSON or SSE out.
+
+A :class:`Completed` is what the gateway caches: the choices' texts and finish reasons, usage,
+and the answering model's name — not a rendered body. A hit is rendered afresh (a new ``id`` and
+``created``), as a JSON body for a plain request or as SSE chunks for a stream request, so one
+entry serves both forms. Live streams are rendered chunk by chunk with the same functions, so
+a replayed stream and a live one have the same chunk schema:
+
+    data: {"object": "chat.completion.chunk", "choices": [{"delta": {"role": "assistant", ...
+    data: {... "choices": [{"delta": {"content": "Hel"}, "finish_reason": null}]}
+    data: {... "choices": [{"delta": {}, "finish_reason": "stop"}]}
+    data: {... "choices": [], "usage": {...}}          (when stream_options.include_usage)
+    data: [DONE]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agents.model import ModelReply, Usage
+
+__all__ = ["Completed", "Kind", "StreamFormat", "done_event", "error_event", "render"]
+
+Kind = Literal["chat", "text"]
+
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class Completed:
+    """A whole answer: what is cached and what every response is rendered from."""
+
+    kind: Kind
+    model: str
+    texts: list[str]
+    finish_reasons: list[str]
+    usage: Usage = field(default_factory=Usage)
+
+    @classmethod
+    def from_reply(cls, kind: Kind, reply: ModelReply) -> Completed:
+        texts = list(reply.choices)
+        return cls(kind, reply.model, texts, [reply.finish_reason] * len(texts), reply.usage)
+
+    @property
+    def cacheable(self) -> bool:
+        """Only whole answers: every choice ended by a stop or the token limit."""
+        return bool(self.texts) and all(r in ("stop", "length") for r in self.finish_reasons)
+
+    def to_bytes(self) -> bytes:
+        u = self.usage
+        return json.dumps(
+            [
+                self.kind,
+                self.model,
+                self.texts,
+                self.finish_reasons,
+                u.prompt_tokens,
+                u.completion_tokens,
+            ],
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Completed:
+        kind, model, texts, reasons, prompt, completion = json.loads(data)
+        return cls(kind, model, texts, reasons, Usage(prompt, completion))
+
+
+def _usage(u: Usage) -> dict[str, int]:
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    }
+
+
+def render(done: Completed) -> dict[str, Any]:
+    """The non-stream response body."""
+    if done.kind == "chat":
+        choices = [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": reason,
+                "logprobs": None,
+            }
+            for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True))
+        ]
+        obj, prefix = "chat.completion", "chatcmpl"
+    else:
+        choices = [
+            {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+            for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True))
+        ]
+        obj, prefix = "text_completion", "cmpl"
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": obj,
+        "created": int(time.time()),
+        "model": done.model,
+        "choices": choices,
+        "usage": _usage(done.usage),
+    }
+
+
+class StreamFormat:
+    """SSE chunks of one stream response (one ``id`` and ``created`` for all its chunks).
+
+    Args:
+        kind: chat or text completion.
+        model: the name reported in every chunk.
+        include_usage: whether a final usage chunk follows (OpenAI's ``stream_options``).
+    """
+
+    def __init__(self, kind: Kind, model: str, include_usage: bool) -> None:
+        self.kind = kind
+        self.model = model
+        self.include_usage = include_usage
+        prefix = "chatcmpl" if kind == "chat" else "cmpl"
+        self._id = f"{prefix}-{uuid.uuid4().hex}"
+        self._created = int(time.time())
+        self._object = "chat.completion.chunk" if kind == "chat" else "text_completion"
+        self._started: set[int] = set()
+
+    def _event(self, choices: list[dict[str, Any]], usage: Usage | None = None) -> bytes:
+        body: dict[str, Any] = {
+            "id": self._id,
+            "object": self._object,
+            "created": self._created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if self.include_usage:
+            body["usage"] = _usage(usage) if usage is not None else None
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    def delta(self, index: int, text: str, finish_reason: str | None = None) -> bytes:
+        """New text of choice ``index`` (a chat's first chunk of a choice carries the role)."""
+        if self.kind == "chat":
+            delta: dict[str, Any] = {}
+            if index not in self._started:
+                self._started.add(index)
+                delta = {"role": "assistant", "content": text}
+            elif text:
+                delta = {"content": text}
+            choice: dict[str, Any] = {"index": index, "delta": delta}
+        else:
+            choice = {"index": index, "text": text}
+        choice["finish_reason"] = finish_reason
+        choice["logprobs"] = None
+        return self._event([choice])
+
+    def usage(self, usage: Usage) -> bytes:
+        """The closing usage chunk (only when the caller asked for it)."""
+        return self._event([], usage) if self.include_usage else b""
+
+    def replay(self, done: Completed) -> list[bytes]:
+        """A whole cached answer as the chunks of a stream, ending with ``[DONE]``."""
+        out = []
+        for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
+            out.append(self.delta(i, text))
+            out.append(self.delta(i, "", reason))
+        out.append(self.usage(done.usage))
+        out.append(DONE)
+        return [c for c in out if c]
+
+
+def done_event() -> bytes:
+    """The SSE terminator."""
+    return DONE
+
+
+def error_event(body: dict[str, Any]) -> bytes:
+    """An error after the stream started (the status line is long gone): an SSE event with
+    OpenAI's error body, as vLLM's server sends."""
+    return b"data: " + json.dumps(body).encode() + b"\n\n"

@@ -1,0 +1,165 @@
+"""Request bodies of the OpenAI-compatible routes, validated before anything is called.
+
+Pydantic checks types (a wrong type is a 400 naming the field, e.g. ``messages.0.content``);
+:meth:`ChatCompletionRequest.sampling` then hands the sampling fields to
+:func:`runtime.models.check_params`, the same check every model server runs, so ranges and the
+deployment's limits (``max_tokens``, ``n``) are enforced once, identically, at the edge.
+
+Fields that OpenAI defines but this server cannot honour (``tools``, ``logprobs``,
+``response_format``, penalties, ...) are refused with a 400 naming the field rather than
+silently ignored: a client that asked for log-probabilities must not get an answer without
+them. Fields nobody defined are ignored, as OpenAI's own API does for forward compatibility.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agents.errors import InvalidParameter
+from agents.model import SamplingParams
+from runtime.config import LimitsConfig
+from runtime.models import check_params
+
+__all__ = ["ChatCompletionRequest", "CompletionRequest", "InvokeRequest", "TaskRequest"]
+
+# Defined by OpenAI, not supported here: refused when set to anything but their neutral value.
+_UNSUPPORTED: dict[str, tuple[Any, ...]] = {
+    "tools": (None, []),
+    "tool_choice": (None, "none"),
+    "functions": (None, []),
+    "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}),
+    "logprobs": (None, False, 0),
+    "top_logprobs": (None, 0),
+    "logit_bias": (None, {}),
+    "presence_penalty": (None, 0, 0.0),
+    "frequency_penalty": (None, 0, 0.0),
+    "echo": (None, False),
+    "suffix": (None, ""),
+    "best_of": (None, 1),
+}
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def refuse_unsupported(self) -> None:
+        extra = self.model_extra or {}
+        for name, neutral in _UNSUPPORTED.items():
+            if name in extra and extra[name] not in neutral:
+                raise InvalidParameter(name, extra[name], "not supported by this server (unset)")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    """One chat turn. ``content`` may be OpenAI's list of parts; only text parts are served."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def plain(self) -> dict[str, Any]:
+        content = self.content
+        if isinstance(content, list):
+            content = "".join(p.text for p in content)
+        turn: dict[str, Any] = {"role": self.role, "content": content or ""}
+        if self.name:
+            turn["name"] = self.name
+        return turn
+
+
+class _Sampling(_Body):
+    """The sampling fields both OpenAI routes share (``top_k`` and ``ignore_eos`` are vLLM's
+    extensions, accepted here as vLLM's server accepts them)."""
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    n: int | None = None
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    ignore_eos: bool | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    def sampling(self, limits: LimitsConfig) -> SamplingParams:
+        """The validated sampling parameters (raises ``InvalidParameter`` naming the field)."""
+        self.refuse_unsupported()
+        params = {
+            k: getattr(self, k)
+            for k in ("max_tokens", "temperature", "top_p", "top_k", "n", "stop", "seed")
+            if getattr(self, k) is not None
+        }
+        if self.ignore_eos:
+            params["ignore_eos"] = True
+        return check_params(params, limits)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_Sampling):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = None
+
+    def sampling(self, limits: LimitsConfig) -> SamplingParams:
+        if self.max_tokens is None and self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens  # OpenAI's newer name for it
+        return super().sampling(limits)
+
+    def turns(self) -> list[dict[str, Any]]:
+        return [m.plain() for m in self.messages]
+
+
+class CompletionRequest(_Sampling):
+    """``POST /v1/completions``. One prompt string (a list of one string is accepted)."""
+
+    prompt: str | list[str]
+
+    def text(self) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        if len(self.prompt) != 1:
+            raise InvalidParameter(
+                "prompt", f"<{len(self.prompt)} prompts>", "one prompt per request"
+            )
+        return self.prompt[0]
+
+
+class InvokeRequest(BaseModel):
+    """``POST /v1/agents/{name}/invoke``.
+
+    ``message`` is the JSON form of one of the agent's message types; ``type`` names which (the
+    class name) when the agent accepts more than one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    message: Any
+    type: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class TaskRequest(BaseModel):
+    """``POST /v1/tasks/{queue}``: ``task`` is the JSON form of a worker's task type."""
+
+    model_config = ConfigDict(extra="forbid")
+    task: Any
+    type: str | None = None

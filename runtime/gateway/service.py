@@ -1,0 +1,377 @@
+"""The ``Gateway`` deployment: the HTTP ingress of ``serve run serve_app:app``.
+
+Routes (OpenAI-compatible where OpenAI has an equivalent):
+
+==========================================  ===================================================
+``POST /v1/chat/completions``               chat with a model or ``agent:<name>``; SSE streams
+``POST /v1/completions``                    text completion; SSE streams
+``GET  /v1/models``                         models and agents, OpenAI's list schema
+``GET  /v1/agents``                         agents: message types, topics, queues
+``POST /v1/agents/{name}/invoke``           JSON message in, JSON reply out
+``POST /v1/tasks/{queue}``                  submit a durable task (202 + id)
+``GET  /v1/tasks/{id}``                     a task's state and result
+``GET  /healthz`` / ``GET /readyz``         alive / warm models and agents registered
+``GET  /metrics``                           Prometheus text
+``GET  /openapi.json``, ``/docs``           the OpenAPI document
+==========================================  ===================================================
+
+Each replica holds a :class:`~runtime.cluster.ClusterClient` (what agents' ``ctx`` is), so the
+gateway reaches agents exactly as agents reach each other: a send through the agent
+deployment's Serve handle, tasks on the shared queue, the shared state's feed. Replicas are
+stateless apart from their in-process cache; Serve's proxy spreads requests over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from agents import codec
+from agents.errors import AgentError
+from agents.tracing import TraceContext
+from runtime.cache import ResponseCache
+from runtime.cluster import AppSpec, ClusterClient
+from runtime.config import RaygentConfig
+from runtime.gateway.completions import Completions
+from runtime.gateway.edge import Edge
+from runtime.gateway.errors import ApiError, from_agent_error
+from runtime.gateway.messages import from_json, to_json
+from runtime.gateway.schema import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    InvokeRequest,
+    TaskRequest,
+)
+from runtime.local import encode_checked
+from runtime.metrics import Metrics
+from runtime.models import ModelServerClient
+from runtime.queues import make_task_queue
+from runtime.ray_registry import ActorTaskQueue
+from runtime.serving import actor_options, scaling_options
+from runtime.telemetry import Telemetry
+
+__all__ = ["gateway_deployment"]
+
+log = logging.getLogger(__name__)
+
+_READY_TTL_S = 1.0  # /readyz answers from a result at most this old (probes come often)
+
+
+def describe_agents(spec: AppSpec) -> list[dict[str, Any]]:
+    """What ``GET /v1/agents`` lists."""
+    out = []
+    for name, cls in spec.classes.items():
+        routes = cls.routes()
+        settings = spec.settings[name]
+        out.append(
+            {
+                "name": name,
+                "import_path": settings.import_path,
+                "model": settings.model or cls.model,
+                "accepts": routes.direct_types(),
+                "topics": routes.keys("topic"),
+                "queues": routes.keys("queue"),
+                "replicas": settings.replicas,
+            }
+        )
+    return out
+
+
+def _trace(request: Request) -> TraceContext:
+    header = request.headers.get("traceparent")
+    if header:
+        with contextlib.suppress(ValueError):
+            return TraceContext.parse(header).child()
+    return TraceContext.new_root()
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+    if err.get("type") == "json_invalid":
+        return ApiError(400, f"request body is not valid JSON: {err.get('msg')}", code="bad_json")
+    where = ".".join(loc) or "body"
+    return ApiError(400, f"{where}: {err.get('msg')}", param=where, code="invalid_type")
+
+
+def build_http(config: RaygentConfig) -> FastAPI:
+    """The FastAPI app with the edge middleware and the error handlers (routes are added by
+    the deployment class, which Serve needs to own them)."""
+    http = FastAPI(title="raygent", version="0.1.0")
+    http.add_middleware(
+        Edge, keys=config.auth.api_keys, max_body_bytes=config.limits.max_body_bytes
+    )
+
+    @http.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @http.exception_handler(AgentError)
+    async def _agent_error(_: Request, exc: AgentError) -> JSONResponse:
+        return from_agent_error(exc).response()
+
+    @http.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc).response()
+
+    return http
+
+
+def gateway_deployment(config: RaygentConfig) -> Any:
+    """The Gateway deployment class for ``config`` (bind it with the application's parts)."""
+    http = build_http(config)
+    gw = config.gateway
+    options = {
+        "name": "Gateway",
+        "ray_actor_options": actor_options(gw.resources),
+        "max_ongoing_requests": gw.max_ongoing_requests,
+        **scaling_options(gw.replicas, gw.autoscaling),
+    }
+
+    @serve.deployment(**options)
+    @serve.ingress(http)
+    class Gateway:
+        """One gateway replica.
+
+        Args:
+            spec: the application's shape.
+            registry: the registry deployment's handle.
+            queue: the task queue deployment's handle, or None (Redis holds the queues).
+            models: model deployment handles by name.
+            agents: agent deployment handles by name.
+        """
+
+        async def __init__(
+            self,
+            spec: AppSpec,
+            registry: DeploymentHandle,
+            queue: DeploymentHandle | None,
+            models: dict[str, DeploymentHandle],
+            agents: dict[str, DeploymentHandle],
+        ) -> None:
+            ctx = serve.get_replica_context()
+            cfg = spec.config
+            self._spec = spec
+            self._cfg = cfg
+            self._model_handles = models
+            self._agent_handles = agents
+            tasks = (
+                ActorTaskQueue(queue, cfg.queues.max_pending)
+                if queue is not None
+                else make_task_queue(cfg)
+            )
+            import ray
+
+            self._client = ClusterClient(
+                spec,
+                registry,
+                tasks,
+                writer_id=f"gateway/{ctx.replica_id.unique_id}",
+                node_id=ray.get_runtime_context().get_node_id(),
+                serve_handle=agents.__getitem__,
+            )
+            self._client.start()
+            self._metrics = Metrics(enabled=cfg.telemetry.metrics)
+            self._telemetry = Telemetry.from_env(cfg.telemetry, component="gateway")
+            self._cache = ResponseCache.from_config(cfg.cache, redis_url=cfg.redis_url)
+            await self._cache.start()
+            self._metrics.watch_cache(self._cache.stats)
+            clients = {n: ModelServerClient(h, n) for n, h in models.items()}
+            self._completions = Completions(
+                cfg, clients, self._client, self._cache, self._metrics, self._telemetry
+            )
+            self._agents = describe_agents(spec)
+            self._created = int(time.time())
+            self._ready: tuple[float, int, dict[str, Any]] | None = None
+
+        async def __del__(self) -> None:
+            await self._cache.close()
+            await self._client.close()
+            self._telemetry.shutdown()
+
+        # -- probes and discovery --------------------------------------------------------------
+
+        @http.get("/healthz")
+        async def healthz(self) -> dict[str, str]:
+            return {"status": "ok"}
+
+        @http.get("/readyz")
+        async def readyz(self) -> JSONResponse:
+            now = time.monotonic()
+            if self._ready is None or now - self._ready[0] > _READY_TTL_S:
+                status, body = await self._readiness()
+                self._ready = (now, status, body)
+            _, status, body = self._ready
+            return JSONResponse(body, status_code=status)
+
+        async def _readiness(self) -> tuple[int, dict[str, Any]]:
+            models: dict[str, Any] = {}
+            for name, handle in self._model_handles.items():
+                if self._cfg.models[name].load == "lazy":
+                    models[name] = "lazy: loads on the first request"
+                    continue
+                try:
+                    stats = await asyncio.wait_for(handle.stats.remote(), 2.0)
+                    models[name] = stats["state"]
+                except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                    models[name] = f"unreachable: {type(exc).__name__}"
+            agents = {a: len(self._client.members(a)) for a in self._spec.classes}
+            waiting = [n for n, s in models.items() if s != "ready" and not s.startswith("lazy")]
+            missing = [a for a, n in agents.items() if n == 0]
+            ready = not waiting and not missing
+            body: dict[str, Any] = {"ready": ready, "models": models, "agents": agents}
+            if not ready:
+                body["reason"] = "; ".join(
+                    [f"model {n!r} is {models[n]}" for n in waiting]
+                    + [f"agent {a!r} has no registered replica" for a in missing]
+                )
+            return (200 if ready else 503), body
+
+        @http.get("/metrics")
+        async def metrics(self, request: Request) -> Response:
+            await self._sample_queues()
+            data, content_type = self._metrics.render(request.headers.get("accept"))
+            return Response(data, media_type=content_type)
+
+        async def _sample_queues(self) -> None:
+            """Mailbox depth of one replica per agent (a cheap, approximate gauge)."""
+
+            async def one(name: str, handle: DeploymentHandle) -> None:
+                with contextlib.suppress(Exception):
+                    stats = await asyncio.wait_for(handle.stats.remote(), 0.5)
+                    self._metrics.set_queue_depth("mailbox", name, stats["mailbox"])
+
+            await asyncio.gather(*(one(n, h) for n, h in self._agent_handles.items()))
+
+        @http.get("/v1/models")
+        async def list_models(self) -> dict[str, Any]:
+            data = [
+                {"id": name, "object": "model", "created": self._created, "owned_by": "raygent"}
+                for name in self._completions.names()
+            ]
+            return {"object": "list", "data": data}
+
+        @http.get("/v1/agents")
+        async def list_agents(self) -> dict[str, Any]:
+            return {"object": "list", "data": self._agents}
+
+        # -- completions -----------------------------------------------------------------------
+
+        @http.post("/v1/chat/completions")
+        async def chat(self, body: ChatCompletionRequest, request: Request) -> Any:
+            return await self._answer(body, request, "/v1/chat/completions")
+
+        @http.post("/v1/completions")
+        async def completions(self, body: CompletionRequest, request: Request) -> Any:
+            return await self._answer(body, request, "/v1/completions")
+
+        async def _answer(self, body: Any, request: Request, route: str) -> Any:
+            started = time.monotonic()
+            status = 500
+            try:
+                with self._metrics.in_flight():
+                    response = await self._completions.answer(
+                        body,
+                        tenant=request.state.tenant,
+                        cache_control=request.headers.get("cache-control"),
+                        trace=_trace(request),
+                    )
+                status = response.status_code
+                return response
+            except ApiError as exc:
+                status = exc.status
+                raise
+            except AgentError as exc:
+                status = from_agent_error(exc).status
+                raise
+            finally:
+                self._metrics.observe_request(
+                    route, body.model, str(status), time.monotonic() - started
+                )
+
+        # -- agents and tasks ------------------------------------------------------------------
+
+        @http.post("/v1/agents/{name}/invoke")
+        async def invoke(self, name: str, body: InvokeRequest, request: Request) -> Any:
+            cls = self._spec.classes.get(name)
+            if cls is None:
+                raise ApiError(
+                    404,
+                    f"unknown agent {name!r}; known: {sorted(self._spec.classes)}",
+                    param="name",
+                    code="agent_not_found",
+                )
+            msg = from_json(
+                cls.routes().types("direct"), body.message, body.type, f"agent {name!r}"
+            )
+            what = f"message {type(msg).__name__} to {name!r}"
+            payload = encode_checked(msg, what, self._cfg.limits.max_message_bytes)
+            timeout = min(
+                body.timeout_s or self._cfg.limits.request_timeout_s,
+                self._cfg.limits.request_timeout_s,
+            )
+            raw = await self._client.send_encoded(
+                name,
+                payload,
+                _trace(request).traceparent,
+                "interactive",
+                timeout,
+                type(msg).__name__,
+            )
+            reply = codec.decode(raw)
+            return {"agent": name, "type": type(reply).__name__, "reply": to_json(reply)}
+
+        @http.post("/v1/tasks/{queue}", status_code=202)
+        async def submit(self, queue: str, body: TaskRequest, request: Request) -> Any:
+            workers = self._spec.queues.get(queue)
+            if not workers:
+                raise ApiError(
+                    404,
+                    f"unknown queue {queue!r}; known: {sorted(self._spec.queues)}",
+                    param="queue",
+                    code="queue_not_found",
+                )
+            types = {
+                t for w in workers for t in self._spec.classes[w].routes().types("queue", queue)
+            }
+            task = from_json(
+                sorted(types, key=lambda t: t.__name__), body.task, body.type, f"queue {queue!r}"
+            )
+            task_id = await self._client.submit(queue, task, trace=_trace(request))
+            return {"id": task_id, "queue": queue, "state": "pending"}
+
+        @http.get("/v1/tasks/{task_id}")
+        async def task(self, task_id: str, wait_s: float = 0.0) -> Any:
+            """A task's state; ``?wait_s=N`` waits up to N seconds for it to finish."""
+            if wait_s < 0 or wait_s > self._cfg.limits.request_timeout_s:
+                raise ApiError(
+                    400,
+                    f"wait_s must be between 0 and {self._cfg.limits.request_timeout_s:g}",
+                    param="wait_s",
+                )
+            if wait_s:
+                try:
+                    info = await self._client.wait_task(task_id, wait_s)
+                except TimeoutError:
+                    info = await self._client.task(task_id)
+            else:
+                info = await self._client.task(task_id)
+            return {
+                "id": info.id,
+                "queue": info.queue,
+                "state": str(getattr(info.state, "value", info.state)),
+                "attempts": info.attempts,
+                "result": to_json(info.result),
+                "error": info.error,
+            }
+
+    return Gateway

@@ -1,0 +1,186 @@
+"""The whole application on real Ray Serve, started once for every test in this package.
+
+What runs: the Serve HTTP proxy on 127.0.0.1, the Gateway, one deployment per agent (the
+example assistant plus test agents), the registry and in-process task queue, one ModelServer
+with vLLM on ``builtin:tiny``, and a redis-server of its own as the response cache (its own
+process, so tests can stop and restart it without disturbing other tests' Redis).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+collect_ignore_glob = (
+    [] if find_spec("vllm") and find_spec("ray") and shutil.which("redis-server") else ["test_*"]
+)
+
+# The test agents (tests/integration/ray) are importable by Ray workers through the session's
+# runtime env; the gateway's driver imports them here too.
+sys.path.insert(0, str(Path(__file__).parents[1] / "ray"))
+
+API_KEYS = ("sk-test-one", "sk-test-two")
+APP = "raygent-e2e"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A redis-server the tests own: stop (SIGSTOP: hung), resume, kill, start again."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self._dir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture(scope="package")
+def cache_redis(tmp_path_factory):
+    r = RedisProcess(_free_port(), tmp_path_factory.mktemp("redis"))
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture(scope="package")
+def app_config(cache_redis):
+    from runtime.config import load_config
+
+    agents = "examples.assistant:Assistant"
+    cfg = load_config(
+        env={"RAYGENT_API_KEYS": ",".join(API_KEYS)},
+    )
+    cfg = cfg.model_copy(
+        update={
+            "agents": [
+                cfg.agents[-1].model_copy(update={"import_path": agents}),
+                *[
+                    type(cfg.agents[0])(import_path=f"ray_test_agents:{name}", **extra)
+                    for name, extra in (
+                        ("Echo", {"mailbox_size": 2, "max_concurrency": 1}),
+                        ("Listener", {}),
+                        ("Worker", {}),
+                        ("Flaky", {}),
+                    )
+                ],
+            ],
+            # A generous Redis timeout: these tests check behaviour, and a busy 2-core machine
+            # can take more than the default 50 ms to answer a healthy Redis.
+            "cache": cfg.cache.model_copy(
+                update={"url": cache_redis.url, "socket_timeout_ms": 500}
+            ),
+            "queues": cfg.queues.model_copy(update={"visibility_timeout_s": 5.0}),
+            "limits": cfg.limits.model_copy(
+                update={"max_body_bytes": 64 * 1024, "max_tokens": 64, "request_timeout_s": 60}
+            ),
+        }
+    )
+    return cfg
+
+
+@pytest.fixture(scope="package")
+def gateway_url(ray_session, app_config):
+    """Base URL of the running application, with its model warm."""
+    import httpx
+    from ray import serve
+
+    from runtime.gateway import build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        serve.run(build_app(app_config), name=APP, route_prefix="/", blocking=False)
+        deadline = time.monotonic() + 240
+        body = None
+        while time.monotonic() < deadline:
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=5)
+                body = r.json()
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError as exc:
+                body = repr(exc)
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"the application did not become ready: {body}")
+        yield url
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture
+def auth():
+    return {"Authorization": f"Bearer {API_KEYS[0]}"}
+
+
+@pytest.fixture(scope="package")
+def model_stats(ray_session):
+    """The ModelServer's stats (request counters) through its handle."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("ModelServer-default", app_name=APP)
+
+    def stats():
+        return handle.stats.remote().result(timeout_s=30)
+
+    return stats

@@ -1,0 +1,173 @@
+"""Agent endpoints, durable tasks, backpressure and trace context through the gateway, with
+agents running as Serve deployments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import httpx
+import pytest
+
+from .conftest import APP
+
+pytestmark = pytest.mark.integration
+
+
+def invoke(url, agent, body, headers, timeout=30):
+    return httpx.post(
+        f"{url}/v1/agents/{agent}/invoke", json=body, headers=headers, timeout=timeout
+    )
+
+
+def test_agents_are_listed(gateway_url, auth):
+    data = httpx.get(f"{gateway_url}/v1/agents", headers=auth).json()["data"]
+    by_name = {a["name"]: a for a in data}
+    assert "ChatRequest" in by_name["assistant"]["accepts"]
+    assert by_name["worker"]["queues"] == ["jobs"]
+
+
+def test_invoke_round_trip_and_bad_messages(gateway_url, auth):
+    r = invoke(gateway_url, "echo", {"message": {"n": 41}, "type": "Ping"}, auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["reply"]["n"] == 41 and r.json()["type"] == "dict"
+    r = invoke(gateway_url, "nobody", {"message": {}}, auth)
+    assert r.status_code == 404 and "nobody" in r.json()["error"]["message"]
+    r = invoke(gateway_url, "echo", {"message": {"n": 1}}, auth)  # echo takes several types
+    assert r.status_code == 422 and r.json()["error"]["param"] == "type"
+    r = invoke(gateway_url, "echo", {"message": {"m": 1}, "type": "Ping"}, auth)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "message.m"
+    r = invoke(gateway_url, "echo", {"message": {"n": "x"}, "type": "Ping"}, auth)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "message.n"
+    r = invoke(gateway_url, "echo", {"message": "boom"}, auth | {"x": "y"})
+    assert r.status_code == 422  # str is one of several types: must be named
+    r = invoke(gateway_url, "echo", {"message": "boom", "type": "str"}, auth)
+    assert r.status_code == 502 and "ValueError" in r.json()["error"]["message"]
+    # the replica keeps serving after a handler raised
+    assert (
+        invoke(gateway_url, "echo", {"message": {"n": 2}, "type": "Ping"}, auth).json()["reply"][
+            "n"
+        ]
+        == 2
+    )
+
+
+def test_durable_task_submit_and_result(gateway_url, auth):
+    r = httpx.post(f"{gateway_url}/v1/tasks/jobs", json={"task": {"n": 21}}, headers=auth)
+    assert r.status_code == 202, r.text
+    task_id = r.json()["id"]
+    done = httpx.get(f"{gateway_url}/v1/tasks/{task_id}?wait_s=20", headers=auth, timeout=30)
+    assert done.status_code == 200
+    assert done.json()["state"] == "done" and done.json()["result"] == 42
+    assert (
+        httpx.post(f"{gateway_url}/v1/tasks/nope", json={"task": {}}, headers=auth).status_code
+        == 404
+    )
+    assert httpx.get(f"{gateway_url}/v1/tasks/no-such-task", headers=auth).status_code == 404
+    r = httpx.post(f"{gateway_url}/v1/tasks/jobs", json={"task": {"n": "x"}}, headers=auth)
+    assert r.status_code == 422
+
+
+async def test_backpressure_is_a_429_and_timeouts_a_504(gateway_url, auth):
+    """echo has a mailbox of 2 and one worker: holds pile up, the excess is refused with
+    Retry-After, and the held ones end at their timeout (their handlers cancelled)."""
+    tag = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(timeout=30) as c:
+        rs = await asyncio.gather(
+            *(
+                c.post(
+                    f"{gateway_url}/v1/agents/echo/invoke",
+                    json={"message": {"tag": f"{tag}-{i}"}, "type": "Hold", "timeout_s": 3},
+                    headers=auth,
+                )
+                for i in range(8)
+            )
+        )
+    codes = sorted(r.status_code for r in rs)
+    assert 429 in codes and 504 in codes and set(codes) <= {429, 504}, codes
+    limited = next(r for r in rs if r.status_code == 429)
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    # the agent serves again once the held calls were cancelled
+    r = invoke(gateway_url, "echo", {"message": {"n": 5}, "type": "Ping"}, auth)
+    assert r.status_code == 200
+
+
+def test_trace_context_reaches_the_agent_and_the_model(gateway_url, auth):
+    from ray import serve
+
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
+    r = httpx.post(
+        f"{gateway_url}/v1/chat/completions",
+        json={
+            "model": "agent:assistant",
+            "messages": [{"role": "user", "content": f"trace {trace_id}"}],
+            "max_tokens": 2,
+            "temperature": 0.5,
+        },
+        headers={**auth, "traceparent": traceparent},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    stats = serve.get_deployment_handle("Agent-assistant", app_name=APP).stats.remote().result()
+    spans = [s for s in stats["spans"] if s["trace_id"] == trace_id]
+    assert [s["name"] for s in spans] == ["assistant.chat"]
+    assert spans[0]["parent_span_id"] is not None
+
+
+def test_publish_and_state_between_served_agents(gateway_url, auth):
+    """echo.relay publishes on ``notes`` (the listener subscribes) and sends to the listener;
+    on one node the topic message takes the shm ring, and the listener's state write reaches
+    every replica, the gateway's included."""
+    from ray import serve
+
+    text = f"note-{uuid.uuid4().hex[:6]}"
+    r = invoke(gateway_url, "echo", {"message": {"text": text}, "type": "Note"}, auth)
+    assert r.status_code == 200 and r.json()["reply"] == len(text) * 10
+    seen = {}
+    for _ in range(100):
+        r = invoke(gateway_url, "listener", {"message": "?", "type": "str"}, auth)
+        seen = r.json()["reply"]["state"]
+        if seen.get(f"heard:{text}"):
+            break
+        time.sleep(0.1)
+    assert seen.get(f"heard:{text}") == 1  # exactly once
+    stats = serve.get_deployment_handle("Agent-listener", app_name=APP).stats.remote().result()
+    assert stats["paths"].get("topic:ring", 0) >= 1
+
+
+def test_a_killed_replica_is_replaced_and_serves_again(gateway_url, auth):
+    """Serve notices the dead replica and starts another (``on_start`` runs again); callers
+    meanwhile get a retryable 503/429, never a hang."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Agent-worker", app_name=APP)
+    old = handle.stats.remote().result()
+    os.kill(old["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    codes = []
+    while time.monotonic() < deadline:
+        r = httpx.post(
+            f"{gateway_url}/v1/tasks/jobs", json={"task": {"n": 1}}, headers=auth, timeout=30
+        )
+        codes.append(r.status_code)
+        try:
+            new = handle.stats.remote().result(timeout_s=5)
+        except Exception:  # noqa: BLE001 - the replacement is still starting
+            time.sleep(0.5)
+            continue
+        if new["pid"] != old["pid"]:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"no replacement replica; submit answered {codes}")
+    assert set(codes) <= {202, 429, 503}
+    r = httpx.post(f"{gateway_url}/v1/tasks/jobs", json={"task": {"n": 4}}, headers=auth)
+    done = httpx.get(
+        f"{gateway_url}/v1/tasks/{r.json()['id']}?wait_s=30", headers=auth, timeout=40
+    ).json()
+    assert done["state"] == "done" and done["result"] == 8
