@@ -142,8 +142,9 @@ class TaskQueueActor:
     A worker that dies holding a task cannot ack it, and its pending ``claim`` may even take a
     task after it died (nothing cancels a call whose caller is gone). So a claimed task is
     *leased*: unless acked, failed or released within ``visibility_timeout_s``, it goes back
-    to the queue, and a late ack of a task that was handed out again is ignored. Delivery is
-    at least once, as with the Redis backend.
+    to the queue. The attempt number fences the lease: an ack, fail or release that names an
+    older attempt (its lease ran out and the task was handed out again) is ignored. Delivery
+    is at least once, as with the Redis backend.
     """
 
     def __init__(
@@ -164,17 +165,25 @@ class TaskQueueActor:
         self._claimed[rec.id] = (rec, time.monotonic() + self._visibility_s)
         return rec.id, rec.payload, rec.trace.traceparent, rec.attempts
 
-    async def ack(self, task_id: str, result: bytes) -> None:
-        if (held := self._claimed.pop(task_id, None)) is not None:
-            await self._q.ack(held[0], result)
+    async def ack(self, task_id: str, result: bytes, attempt: int) -> None:
+        if (rec := self._holder(task_id, attempt)) is not None:
+            await self._q.ack(rec, result)
 
-    async def fail(self, task_id: str, error: str) -> None:
-        if (held := self._claimed.pop(task_id, None)) is not None:
-            await self._q.fail(held[0], error)
+    async def fail(self, task_id: str, error: str, attempt: int) -> None:
+        if (rec := self._holder(task_id, attempt)) is not None:
+            await self._q.fail(rec, error)
 
-    async def release(self, task_id: str) -> None:
-        if (held := self._claimed.pop(task_id, None)) is not None:
-            await self._q.release(held[0])
+    async def release(self, task_id: str, attempt: int) -> None:
+        if (rec := self._holder(task_id, attempt)) is not None:
+            await self._q.release(rec)
+
+    def _holder(self, task_id: str, attempt: int) -> TaskRecord | None:
+        """The claimed record, if ``attempt`` still holds its lease (and end the lease)."""
+        held = self._claimed.get(task_id)
+        if held is None or held[0].attempts != attempt:
+            return None
+        del self._claimed[task_id]
+        return held[0]
 
     async def info(self, task_id: str) -> TaskInfo:
         return await self._q.info(task_id)
@@ -184,6 +193,12 @@ class TaskQueueActor:
 
     def max_pending(self) -> int:
         return self._q.max_pending
+
+    async def close(self) -> None:
+        """Stop the lease reaper."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
 
     async def _reap(self) -> None:
         """Put tasks whose lease ran out back on their queue (their worker is gone or hung)."""
@@ -219,13 +234,13 @@ class ActorTaskQueue(TaskQueue):
         return TaskRecord(task_id, queue, payload, TraceContext.parse(traceparent), attempts)
 
     async def ack(self, rec: TaskRecord, result: bytes) -> None:
-        await self._actor.ack.remote(rec.id, result)
+        await self._actor.ack.remote(rec.id, result, rec.attempts)
 
     async def fail(self, rec: TaskRecord, error: str) -> None:
-        await self._actor.fail.remote(rec.id, error)
+        await self._actor.fail.remote(rec.id, error, rec.attempts)
 
     async def release(self, rec: TaskRecord) -> None:
-        await self._actor.release.remote(rec.id)
+        await self._actor.release.remote(rec.id, rec.attempts)
 
     async def info(self, task_id: str) -> TaskInfo:
         return await self._actor.info.remote(task_id)

@@ -95,18 +95,27 @@ class ServedAgent(AgentHost):
         await self.drain(DRAIN_TIMEOUT_S)
 
 
-def registry() -> Application:
-    """The bound registry deployment (one replica, no CPU reserved)."""
-    return (
-        serve.deployment(Registry)
-        .options(
-            name=REGISTRY,
-            num_replicas=1,
-            max_ongoing_requests=_FEEDS,
-            ray_actor_options={"num_cpus": 0},
-        )
-        .bind()
+class ServedTaskQueue(TaskQueueActor):
+    """The task queue as a Serve replica: Serve awaits ``__del__`` on shutdown. (Only here:
+    an ``async __del__`` on a plain object would be a coroutine nobody awaits at GC.)"""
+
+    async def __del__(self) -> None:
+        await self.close()
+
+
+def _singleton(cls: type, name: str) -> Any:
+    """A one-replica, CPU-free deployment of ``cls`` that keeps every long poll open."""
+    return serve.deployment(cls).options(
+        name=name,
+        num_replicas=1,
+        max_ongoing_requests=_FEEDS,
+        ray_actor_options={"num_cpus": 0},
     )
+
+
+def registry() -> Application:
+    """The bound registry deployment."""
+    return _singleton(Registry, REGISTRY).bind()
 
 
 def queue_deployment(
@@ -114,15 +123,8 @@ def queue_deployment(
 ) -> Application:
     """The bound in-process task queue deployment (used when no Redis is configured; it is
     not durable across its replica's death, as the config's docs say)."""
-    return (
-        serve.deployment(TaskQueueActor)
-        .options(
-            name=TASK_QUEUE,
-            num_replicas=1,
-            max_ongoing_requests=_FEEDS,
-            ray_actor_options={"num_cpus": 0},
-        )
-        .bind(max_pending, max_attempts, visibility_timeout_s)
+    return _singleton(ServedTaskQueue, TASK_QUEUE).bind(
+        max_pending, max_attempts, visibility_timeout_s
     )
 
 

@@ -123,9 +123,13 @@ class Completions:
         *,
         tenant: str,
         cache_control: str | None,
-        trace: TraceContext,
+        trace: TraceContext | None,
+        route: str,
     ) -> Any:
-        """Answer one request: a ``JSONResponse`` or a ``StreamingResponse``."""
+        """Answer one request: a ``JSONResponse`` or a ``StreamingResponse``.
+
+        ``trace`` is the caller's position (its ``traceparent``, or a new root); ``route`` the
+        route template, for the server span."""
         kind: Kind = "chat" if isinstance(req, ChatCompletionRequest) else "text"
         target = self.resolve(req.model)
         sp = req.sampling(self._cfg.limits)
@@ -146,10 +150,21 @@ class Completions:
             tenant=tenant,
             shared=target.name in self._cfg.cache.shared,
         )
-        call = _Call(self, target, kind, prompt, sp, trace)
-        if req.stream:
-            return await self._stream(call, key, decision, req.include_usage)
-        return await self._plain(call, key, decision)
+        shared = target.name in self._cfg.cache.shared
+        # gateway -> cache -> target: one span each, the target's call a child of the cache's
+        with self._telemetry.span(f"POST {route}", trace, kind="server") as root:
+            root.attributes.update({"http.route": route, "raygent.target": target.name})
+            with self._telemetry.span("raygent.cache", root.context) as cache_span:
+                call = _Call(self, target, kind, prompt, sp, cache_span.context)
+                if req.stream:
+                    response = await self._stream(call, key, decision, req.include_usage)
+                else:
+                    response = await self._plain(call, key, decision)
+                status = response.headers.get(CACHE_HEADER, "")
+                cache_span.attributes.update(
+                    {"raygent.cache.status": status, "raygent.cache.shared": shared}
+                )
+            return response
 
     async def _plain(self, call: _Call, key: str, decision: Any) -> JSONResponse:
         done_here: list[Completed] = []

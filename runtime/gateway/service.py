@@ -86,12 +86,19 @@ def describe_agents(spec: AppSpec) -> list[dict[str, Any]]:
     return out
 
 
-def _trace(request: Request) -> TraceContext:
+def _trace(request: Request) -> TraceContext | None:
+    """The caller's position in a trace (its ``traceparent``), or None: a new trace starts."""
     header = request.headers.get("traceparent")
     if header:
         with contextlib.suppress(ValueError):
-            return TraceContext.parse(header).child()
-    return TraceContext.new_root()
+            return TraceContext.parse(header)
+    return None
+
+
+def _child(request: Request) -> TraceContext:
+    """The next hop's position: a child of the caller's, or the root of a new trace."""
+    parent = _trace(request)
+    return parent.child() if parent is not None else TraceContext.new_root()
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:
@@ -284,6 +291,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                         tenant=request.state.tenant,
                         cache_control=request.headers.get("cache-control"),
                         trace=_trace(request),
+                        route=route,
                     )
                 status = response.status_code
                 return response
@@ -322,7 +330,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             raw = await self._client.send_encoded(
                 name,
                 payload,
-                _trace(request).traceparent,
+                _child(request).traceparent,
                 "interactive",
                 timeout,
                 type(msg).__name__,
@@ -346,7 +354,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             task = from_json(
                 sorted(types, key=lambda t: t.__name__), body.task, body.type, f"queue {queue!r}"
             )
-            task_id = await self._client.submit(queue, task, trace=_trace(request))
+            task_id = await self._client.submit(queue, task, trace=_child(request))
             return {"id": task_id, "queue": queue, "state": "pending"}
 
         @http.get("/v1/tasks/{task_id}")
