@@ -246,7 +246,8 @@ class Completions:
     ) -> StreamingResponse:
         self._cache_metric(status)
         deltas = call.deltas()
-        first = await deltas.__anext__()  # errors here are still HTTP errors
+        # Errors until the first delta are still HTTP errors (nothing has been sent yet).
+        first = await anext(deltas, None) or ModelDelta("", 0, call.target.name, "stop")
         fmt = StreamFormat(call.kind, first.model or call.target.name, include_usage)
 
         async def body() -> AsyncIterator[bytes]:
@@ -412,9 +413,10 @@ class _Call:
         now = time.monotonic()
         if acc.first_token_at is not None:
             m.observe_ttft(self.target.name, acc.first_token_at - self.started)
-            m.observe_generation(
-                self.target.name, acc.usage.completion_tokens, now - acc.first_token_at
-            )
+            if self.target.model is not None:  # an agent's whole() already counted its tokens
+                m.observe_generation(
+                    self.target.name, acc.usage.completion_tokens, now - acc.first_token_at
+                )
         if self.target.model is not None:  # an agent's stream already recorded its span
             with self.owner._telemetry.span(self._span_name(), self.trace) as span:
                 done = acc.result()

@@ -302,8 +302,10 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 status = from_agent_error(exc).status
                 raise
             finally:
+                # Label values must be bounded: an unknown model is not a new time series.
+                target = body.model if body.model in self._completions.names() else "unknown"
                 self._metrics.observe_request(
-                    route, body.model, str(status), time.monotonic() - started
+                    route, target, str(status), time.monotonic() - started
                 )
 
         # -- agents and tasks ------------------------------------------------------------------
