@@ -1,0 +1,228 @@
+"""Where cache entries live: an in-process LRU, or Redis (the only module here that imports
+``redis``). Methods raise whatever their transport raises; :class:`~runtime.cache.core.
+ResponseCache` translates, so no Redis exception leaves the package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+__all__ = [
+    "ACQUIRED",
+    "ANSWER_ERRORS",
+    "DOWN_ERRORS",
+    "POOL_FULL_ERRORS",
+    "TIMEOUT_ERRORS",
+    "HIT",
+    "KEY_PREFIX",
+    "LEADER_FAILED",
+    "LOCK_PREFIX",
+    "MISS_HELD",
+    "Backend",
+    "MemoryBackend",
+    "RedisBackend",
+    "make_backend",
+]
+
+KEY_PREFIX = "raygent:cache:v1:"
+LOCK_PREFIX = KEY_PREFIX + "lock:"
+_FAILED_MARK = "!failed"  # lock value left by a leader that failed; tokens are hex, never "!"
+_FAILED_MARK_S = 1.0  # how long waiters (and newcomers) read "the leader failed, go ahead"
+
+# Claim results (the flight script and the in-process store agree on them).
+MISS_HELD, HIT, ACQUIRED, LEADER_FAILED = 0, 1, 2, 3
+
+
+# -- backends ------------------------------------------------------------------------------------
+
+
+class Backend(ABC):
+    """Where entries live. Methods raise whatever their transport raises; the cache translates."""
+
+    name: str
+    fallible: bool
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+    @abstractmethod
+    async def claim(self, key: str, token: str, lock_s: float) -> tuple[int, bytes | None]:
+        """The value (``HIT``), or the flight lock (``ACQUIRED``), or ``LEADER_FAILED``, or
+        ``MISS_HELD`` (another replica computes)."""
+
+    @abstractmethod
+    async def settle(
+        self, key: str, token: str | None, value: bytes | None, ttl_s: float, mode: str
+    ) -> None:
+        """End a flight: ``put`` (store, unlock), ``release`` (unlock) or ``fail`` (mark)."""
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class MemoryBackend(Backend):
+    """An LRU of at most ``max_entries``, each with an absolute expiry; one per process. Flights
+    never leave the process, so claiming is just a second look for the value."""
+
+    name = "memory"
+    fallible = False
+
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+        self.max_entries = max_entries
+        self.evictions = 0
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        value, expires = entry
+        if self._clock() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)  # recency only: the expiry stays where it was
+        return value
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._entries[key] = (value, self._clock() + ttl_s)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+            self.evictions += 1
+
+    async def claim(self, key: str, token: str, lock_s: float) -> tuple[int, bytes | None]:
+        value = await self.get(key)
+        return (HIT, value) if value is not None else (ACQUIRED, None)
+
+    async def settle(
+        self, key: str, token: str | None, value: bytes | None, ttl_s: float, mode: str
+    ) -> None:
+        if mode == "put" and value is not None:
+            await self.put(key, value, ttl_s)
+
+    async def close(self) -> None:
+        self._entries.clear()
+
+
+# KEYS: value, lock.  ARGV: token, lock ms, failed mark.
+_CLAIM_LUA = """
+local v = redis.call('GET', KEYS[1])
+if v then return {1, v} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+if redis.call('GET', KEYS[2]) == ARGV[3] then return {3} end
+return {0}
+"""
+
+# KEYS: value, lock.  ARGV: mode (put|release|fail), token, value, ttl ms, failed mark, mark ms.
+# The value is written before the lock goes, so a poller never sees neither.
+_SETTLE_LUA = """
+if ARGV[1] == 'put' then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2] then
+  if ARGV[1] == 'fail' then
+    redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
+  else
+    redis.call('DEL', KEYS[2])
+  end
+end
+return 1
+"""
+
+
+class RedisBackend(Backend):
+    """One Redis (``redis://``, ``rediss://``, ``unix://``) shared by every gateway replica."""
+
+    name = "redis"
+    fallible = True
+
+    def __init__(self, url: str, *, timeout_s: float, max_connections: int) -> None:
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),  # a retry after a timeout doubles the stall; none
+            max_connections=max_connections,
+            client_name="raygent:cache",  # names the connections in CLIENT LIST
+        )
+        self._claim = self._redis.register_script(_CLAIM_LUA)
+        self._settle = self._redis.register_script(_SETTLE_LUA)
+
+    async def get(self, key: str) -> bytes | None:
+        return await self._redis.get(KEY_PREFIX + key)
+
+    async def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self._redis.set(KEY_PREFIX + key, value, px=_ms(ttl_s))
+
+    async def claim(self, key: str, token: str, lock_s: float) -> tuple[int, bytes | None]:
+        out = await self._claim(
+            keys=[KEY_PREFIX + key, LOCK_PREFIX + key], args=[token, _ms(lock_s), _FAILED_MARK]
+        )
+        return int(out[0]), (out[1] if len(out) > 1 else None)
+
+    async def settle(
+        self, key: str, token: str | None, value: bytes | None, ttl_s: float, mode: str
+    ) -> None:
+        await self._settle(
+            keys=[KEY_PREFIX + key, LOCK_PREFIX + key],
+            args=[mode, token or "", value or b"", _ms(ttl_s), _FAILED_MARK, _ms(_FAILED_MARK_S)],
+        )
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def make_backend(
+    url: str | None,
+    *,
+    timeout_s: float,
+    max_entries: int,
+    max_connections: int,
+    clock: Callable[[], float],
+) -> Backend:
+    """The store of a cache:
+
+    * ``RedisBackend`` for a URL (``redis://``, ``rediss://``, ``unix://``): shared by every
+      replica, with cross-replica single flight;
+    * ``MemoryBackend`` for None: an LRU per process (the embedded default).
+    """
+    if url:
+        return RedisBackend(url, timeout_s=timeout_s, max_connections=max_connections)
+    return MemoryBackend(max_entries, clock)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+# How a failed call is read (the cache's breaker acts on it):
+# Redis is down or hung: count towards opening the breaker. asyncio.TimeoutError is the builtin
+# TimeoutError (an OSError) from 3.11 on, not before.
+DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+# This process's connection pool is full: Redis may be fine; not the breaker's business.
+POOL_FULL_ERRORS = (MaxConnectionsError,)
+# Redis answered with an error (OOM, READONLY...): it is up.
+ANSWER_ERRORS = (RedisError,)
+# No answer in time (for messages).
+TIMEOUT_ERRORS = (RedisTimeoutError, asyncio.TimeoutError)
