@@ -35,7 +35,7 @@ from agents import codec
 from agents.errors import AgentError, UnknownModel
 from agents.model import ChatRequest, ModelReply, SamplingParams, Usage
 from agents.tracing import TraceContext
-from runtime.cache import ResponseCache, cache_key
+from runtime.cache import CacheDecision, ResponseCache, cache_key
 from runtime.cluster import ClusterClient
 from runtime.config import RaygentConfig
 from runtime.gateway.errors import ApiError, from_agent_error
@@ -141,6 +141,7 @@ class Completions:
             deterministic=sp.is_deterministic,
             cache_control=cache_control,
         )
+        shared = target.name in self._cfg.cache.shared
         key = cache_key(
             target=target.name,
             revision=target.revision,
@@ -148,9 +149,8 @@ class Completions:
             prompt=prompt,
             params=params,
             tenant=tenant,
-            shared=target.name in self._cfg.cache.shared,
+            shared=shared,
         )
-        shared = target.name in self._cfg.cache.shared
         # gateway -> cache -> target: one span each, the target's call a child of the cache's
         with self._telemetry.span(f"POST {route}", trace, kind="server") as root:
             root.attributes.update({"http.route": route, "raygent.target": target.name})
@@ -166,7 +166,7 @@ class Completions:
                 )
             return response
 
-    async def _plain(self, call: _Call, key: str, decision: Any) -> JSONResponse:
+    async def _plain(self, call: _Call, key: str, decision: CacheDecision) -> JSONResponse:
         done_here: list[Completed] = []
 
         async def produce() -> bytes | None:
@@ -180,7 +180,7 @@ class Completions:
         return JSONResponse(render_json(done), headers={CACHE_HEADER: status})
 
     async def _stream(
-        self, call: _Call, key: str, decision: Any, include_usage: bool
+        self, call: _Call, key: str, decision: CacheDecision, include_usage: bool
     ) -> StreamingResponse:
         """A stream request: replay a cached answer, follow an identical stream in flight
         (replaying its answer when it ends), or stream live and record for the cache."""
