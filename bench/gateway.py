@@ -83,6 +83,17 @@ def cold_start(timeout_s: float, port: int = 8000) -> dict[str, float]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        _wait_closed(port, time.monotonic() + 60)  # Ray's proxy may outlive the command
+
+
+def _wait_closed(port: int, deadline: float) -> None:
+    import socket
+
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.5)
 
 
 def _timed(fn, n: int) -> list[float]:
@@ -149,7 +160,9 @@ def latency(port: int, n: int, max_tokens: int) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=8000, help="of the latency part")
+    parser.add_argument(
+        "--port", type=int, default=8123, help="of the latency part (the cold start uses 8000)"
+    )
     parser.add_argument("-n", type=int, default=300, help="requests per latency series")
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--skip-cold-start", action="store_true")
