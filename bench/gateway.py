@@ -77,7 +77,8 @@ def cold_start(timeout_s: float, port: int = 8000) -> dict[str, float]:
             "first_token_s": first_token - t0,
         }
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # serve run shuts the app and Ray down on Ctrl-C
+        # Without a terminal, `serve run` may sit on SIGINT; SIGTERM stops it and its Ray.
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
