@@ -100,7 +100,7 @@ from agents.tracing import TraceContext
 from runtime.config import LimitsConfig, ModelConfig, RaygentConfig, TelemetryConfig
 from runtime.errors import ConfigError
 from runtime.models._params import check_params
-from runtime.models._wire import ModelDelta
+from runtime.models._wire import ModelDelta, coalesce
 from runtime.models.client import deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.serving import actor_options, scaling_options
@@ -246,7 +246,7 @@ class ModelServer:
         operation = "text_completion" if isinstance(prompt, str) else "chat"
         with self._span(operation, traceparent, params) as span:
             reasons: list[str] = []
-            async for delta in self._stream(prompt, dict(params or {})):
+            async for delta in coalesce(self._stream(prompt, dict(params or {}))):
                 if delta.finish_reason is not None:
                     reasons.append(delta.finish_reason)
                 if delta.usage is not None:
