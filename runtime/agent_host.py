@@ -225,6 +225,11 @@ class AgentHost:
 
     # -- introspection -----------------------------------------------------------------------
 
+    async def load(self) -> dict[str, int]:
+        """Mailbox depth and running handlers: the cheap part of :meth:`stats` (metrics)."""
+        ex = await self._ready()
+        return {"mailbox": len(ex.mailbox), "inflight": ex.inflight}
+
     async def stats(self) -> dict[str, Any]:
         """Load and recent spans, for routing decisions, tests and debugging."""
         ex = await self._ready()

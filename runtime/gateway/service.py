@@ -29,6 +29,7 @@ import logging
 import time
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -171,17 +172,15 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             self._cfg = cfg
             self._model_handles = models
             self._agent_handles = agents
-            tasks = (
+            self._tasks = (
                 ActorTaskQueue(queue, cfg.queues.max_pending)
                 if queue is not None
                 else make_task_queue(cfg)
             )
-            import ray
-
             self._client = ClusterClient(
                 spec,
                 registry,
-                tasks,
+                self._tasks,
                 writer_id=f"gateway/{ctx.replica_id.unique_id}",
                 node_id=ray.get_runtime_context().get_node_id(),
                 serve_handle=agents.__getitem__,
@@ -201,9 +200,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             self._ready: tuple[float, int, dict[str, Any]] | None = None
 
         async def __del__(self) -> None:
+            # Serve awaits this on graceful shutdown: release connections and feeds.
             await self._cache.close()
             await self._client.close()
-            self._telemetry.shutdown()
+            await self._tasks.close()
+            await asyncio.to_thread(self._telemetry.shutdown)
 
         # -- probes and discovery --------------------------------------------------------------
 
@@ -254,8 +255,8 @@ def gateway_deployment(config: RaygentConfig) -> Any:
 
             async def one(name: str, handle: DeploymentHandle) -> None:
                 with contextlib.suppress(Exception):
-                    stats = await asyncio.wait_for(handle.stats.remote(), 0.5)
-                    self._metrics.set_queue_depth("mailbox", name, stats["mailbox"])
+                    load = await asyncio.wait_for(handle.load.remote(), 0.5)
+                    self._metrics.set_queue_depth("mailbox", name, load["mailbox"])
 
             await asyncio.gather(*(one(n, h) for n, h in self._agent_handles.items()))
 
