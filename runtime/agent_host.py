@@ -232,13 +232,11 @@ class AgentHost:
 
     async def stats(self) -> dict[str, Any]:
         """Load and recent spans, for routing decisions, tests and debugging."""
-        ex = await self._ready()
         return {
             "replica_id": self.replica_id,
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
-            "mailbox": len(ex.mailbox),
-            "inflight": ex.inflight,
+            **await self.load(),
             "attached": sorted(self._bus.attached()) if self._bus else [],
             "paths": {**self._paths, **(self._client.paths if self._client else {})},
             "state": {k: self._client.state[k] for k in self._client.state} if self._client else {},

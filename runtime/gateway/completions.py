@@ -95,6 +95,11 @@ class Completions:
         self._metrics = metrics
         self._telemetry = telemetry
         self._timeout = config.limits.request_timeout_s
+        self.names: tuple[str, ...] = (
+            *models,
+            *(AGENT_PREFIX + a for a in runtime.spec.classes),
+        )
+        """Every ``model`` value this gateway answers (fixed for the app's life)."""
 
     # -- targets -------------------------------------------------------------------------------
 
@@ -104,16 +109,12 @@ class Completions:
             agent = name[len(AGENT_PREFIX) :]
             cls = self._runtime.spec.classes.get(agent)
             if cls is None:
-                raise UnknownModel(name, self.names())
+                raise UnknownModel(name, list(self.names))
             return Target(name, agent=agent, revision=f"{cls.__module__}:{cls.__qualname__}")
         cfg = self._cfg.models.get(name)
         if cfg is None or name not in self._models:
-            raise UnknownModel(name, self.names())
+            raise UnknownModel(name, list(self.names))
         return Target(name, model=name, revision=f"{cfg.source}@{cfg.revision or ''}")
-
-    def names(self) -> list[str]:
-        """Every ``model`` value this gateway answers."""
-        return [*self._models, *(AGENT_PREFIX + a for a in self._runtime.spec.classes)]
 
     # -- the route -----------------------------------------------------------------------------
 
@@ -335,9 +336,6 @@ class _Call:
 
     def left(self) -> float:
         """Seconds left of the request's timeout (504 when none)."""
-        return self._left()
-
-    def _left(self) -> float:
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise _timeout(self.owner._timeout)
@@ -350,7 +348,7 @@ class _Call:
                 if self.target.agent is not None:
                     done = await self._agent(span.context)
                 else:
-                    done = await asyncio.wait_for(self._model(span.context), self._left())
+                    done = await asyncio.wait_for(self._model(span.context), self.left())
             except asyncio.TimeoutError:
                 raise _timeout(self.owner._timeout) from None
             span.attributes.update(self._attributes(done))
@@ -376,7 +374,7 @@ class _Call:
         self.owner._runtime.spec.classes[agent].routes().find("direct", None, msg)
         payload = codec.encode(msg)
         raw = await self.owner._runtime.send_encoded(
-            agent, payload, trace.traceparent, "interactive", self._left(), "ChatRequest"
+            agent, payload, trace.traceparent, "interactive", self.left(), "ChatRequest"
         )
         reply = codec.decode(raw)
         if isinstance(reply, ModelReply):
@@ -398,7 +396,7 @@ class _Call:
         try:
             while True:
                 try:
-                    delta = await asyncio.wait_for(anext(gen), self._left())
+                    delta = await asyncio.wait_for(anext(gen), self.left())
                 except StopAsyncIteration:
                     return
                 except asyncio.TimeoutError:
@@ -442,10 +440,12 @@ class _Call:
         )
 
 
+_DEFAULTS = SamplingParams().to_dict()
+
+
 def _explicit(sp: SamplingParams) -> dict[str, Any]:
     """The parameters that differ from the SDK defaults (what an agent passes on)."""
-    defaults = SamplingParams().to_dict()
-    return {k: v for k, v in sp.to_dict().items() if v != defaults[k] or k == "max_tokens"}
+    return {k: v for k, v in sp.to_dict().items() if v != _DEFAULTS[k] or k == "max_tokens"}
 
 
 def _timeout(seconds: float) -> ApiError:

@@ -264,7 +264,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
         async def list_models(self) -> dict[str, Any]:
             data = [
                 {"id": name, "object": "model", "created": self._created, "owned_by": "raygent"}
-                for name in self._completions.names()
+                for name in self._completions.names
             ]
             return {"object": "list", "data": data}
 
@@ -304,7 +304,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 raise
             finally:
                 # Label values must be bounded: an unknown model is not a new time series.
-                target = body.model if body.model in self._completions.names() else "unknown"
+                target = body.model if body.model in self._completions.names else "unknown"
                 self._metrics.observe_request(
                     route, target, str(status), time.monotonic() - started
                 )
