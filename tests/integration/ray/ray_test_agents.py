@@ -17,9 +17,14 @@ class Ping:
 
 @dataclass
 class Hold:
-    """Handler holds until state key ``release`` is true; records cancellation in state."""
+    """Handler holds until state key ``release`` is true; records cancellation in state.
+
+    Each test names its own key: deleting a key reaches the replicas asynchronously, so a
+    key reused from an earlier test could still read true there.
+    """
 
     tag: str
+    release: str = "release"
 
 
 @dataclass
@@ -57,7 +62,7 @@ class Echo(Agent):
     @handler
     async def hold(self, msg: Hold, ctx: Context) -> str:
         try:
-            while not ctx.state.get("release"):  # noqa: ASYNC110 - polls shared state
+            while not ctx.state.get(msg.release):  # noqa: ASYNC110 - polls shared state
                 await asyncio.sleep(0.01)
         except asyncio.CancelledError:
             await ctx.state.set(f"cancelled:{msg.tag}", True)

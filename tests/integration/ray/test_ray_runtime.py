@@ -156,14 +156,16 @@ async def test_timeout_cancels_the_remote_handler(rt):
 
 
 async def test_full_mailboxes_give_backpressure(rt):
-    await rt.state.delete("release")
     # 2 replicas x (1 running + 4 queued) fill both mailboxes; more must be refused.
-    calls = [asyncio.ensure_future(rt.send("echo", Hold(f"b{i}"))) for i in range(20)]
+    calls = [
+        asyncio.ensure_future(rt.send("echo", Hold(f"b{i}", release="release-b")))
+        for i in range(20)
+    ]
     done, pending = await asyncio.wait(calls, timeout=10, return_when=asyncio.FIRST_EXCEPTION)
     errors = [c.exception() for c in done if c.exception() is not None]
     assert errors and all(isinstance(e, Backpressure) for e in errors)
     assert errors[0].retryable
-    await rt.state.set("release", True)
+    await rt.state.set("release-b", True)
     results = await asyncio.gather(*calls, return_exceptions=True)
     served = [r for r in results if isinstance(r, str)]
     refused = [r for r in results if isinstance(r, Backpressure)]
@@ -176,18 +178,19 @@ async def test_killed_replica_restarts_and_callers_get_retryable_errors(rt):
     import os
     import signal
 
-    await rt.state.delete("release")
     target = rt.replicas[0]
     before = await target.stats.remote()
     # Two concurrent calls go to different replicas (each picks the one with fewer in flight).
-    in_flight = [asyncio.ensure_future(rt.send("echo", Hold(f"k{i}"))) for i in range(2)]
+    in_flight = [
+        asyncio.ensure_future(rt.send("echo", Hold(f"k{i}", release="release-k"))) for i in range(2)
+    ]
     await asyncio.sleep(0.5)  # let both handlers start (they wait on the state key)
     os.kill(before["pid"], signal.SIGKILL)
     done, _ = await asyncio.wait(in_flight, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     assert len(done) == 1  # the killed replica's caller got an answer at once, not a hang
     (failed,) = done
     assert isinstance(failed.exception(), ReplicaUnavailable) and failed.exception().retryable
-    await rt.state.set("release", True)
+    await rt.state.set("release-k", True)
     survivor = next(c for c in in_flight if c is not failed)
     assert (await survivor).startswith("k")
     for _ in range(300):
