@@ -43,6 +43,7 @@ from agents.model import (
     ModelClient,
     ModelReply,
     SamplingParams,
+    TextStream,
     Usage,
 )
 from agents.runtime_api import Priority, Runtime, SharedState, TaskInfo, TaskState
@@ -70,6 +71,7 @@ __all__ = [
     "Runtime",
     "RuntimeClosed",
     "SamplingParams",
+    "TextStream",
     "SendTimeout",
     "SharedState",
     "Span",

@@ -10,6 +10,7 @@ Cancellation needs no API: when the caller gives up, the handler's task is cance
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.errors import UnknownModel
@@ -91,6 +92,20 @@ class Context:
     ) -> Any:
         """Ask another agent and return its reply. See ``Runtime.send`` for the errors."""
         return await self._runtime.send(
+            agent, msg, timeout_s=timeout_s, priority=priority, trace=self.span.context
+        )
+
+    def stream(
+        self,
+        agent: str,
+        msg: Any,
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = "interactive",
+    ) -> AsyncIterator[Any]:
+        """Ask another agent and iterate over its reply as it streams (``async for``); a
+        streaming handler can pass the items on with ``yield``. See ``Runtime.stream``."""
+        return self._runtime.stream(
             agent, msg, timeout_s=timeout_s, priority=priority, trace=self.span.context
         )
 

@@ -11,12 +11,18 @@ Three channels, each with its own routes:
 * ``@handler(topic="t")``    — pub/sub: every subscribing agent gets each message on ``t`` once;
 * ``@handler(queue="q")``    — durable tasks: ``submit("q", task)`` runs it once, on one worker.
 
+A direct handler may also *stream* its reply: an ``async def`` with ``yield`` in it, hinted
+``-> AsyncIterator[R]``. ``stream(agent, msg)`` then gets each item as it is yielded (an LLM
+agent passes tokens on as they come); ``send(agent, msg)`` gets the list of all items. Topic and
+queue handlers have no caller to stream to, so they cannot be generators.
+
 Mistakes an author can make here are raised as ``TypeError`` at class definition, with the line to
 write instead, rather than surfacing as a routing failure under load.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
 import types
 import typing
@@ -49,6 +55,7 @@ class HandlerInfo:
     message_types: tuple[type, ...]
     channel: Channel
     key: str | None  # the topic or queue name; None for direct handlers
+    streams: bool = False  # an async generator: its reply is a stream of items
 
     def describe(self) -> str:
         kinds = " | ".join(t.__name__ for t in self.message_types)
@@ -85,10 +92,15 @@ def handler(
             raise TypeError(f"@handler({label}=...) needs a non-empty string, got {value!r}")
 
     def mark(f: Callable[..., Any]) -> Callable[..., Any]:
-        if not inspect.iscoroutinefunction(f):
-            what = "an async generator" if inspect.isasyncgenfunction(f) else "not async"
+        if inspect.isasyncgenfunction(f):
+            if topic is not None or queue is not None:
+                raise TypeError(
+                    f"handler {f.__qualname__} yields, but a {'topic' if topic else 'queue'} "
+                    "handler has no caller to stream to: return instead of yielding"
+                )
+        elif not inspect.iscoroutinefunction(f):
             raise TypeError(
-                f"handler {f.__qualname__} is {what}: write "
+                f"handler {f.__qualname__} is not async: write "
                 f"`async def {f.__name__}(self, msg: MessageType, ctx: Context) -> ReplyType:` "
                 "and return the reply"
             )
@@ -142,6 +154,11 @@ class RouteTable:
         """The message types a channel (and topic or queue) accepts."""
         return list(self._routes.get((channel, key), {}))
 
+    def streams(self, message_type: type) -> bool:
+        """Whether the direct handler of ``message_type`` streams its reply."""
+        h = self._routes.get(("direct", None), {}).get(message_type)
+        return h is not None and h.streams
+
     def direct_types(self) -> list[str]:
         """Names of the message types ``send`` accepts."""
         return [t.__name__ for t in self.types("direct")]
@@ -193,11 +210,31 @@ def _resolve(cls: type, name: str, func: Callable[..., Any]) -> HandlerInfo:
             "returns nothing)"
         )
     types_ = _message_types(hints[msg_param], where)
-    for t in (*types_, *_reply_types(hints["return"])):
+    streams = inspect.isasyncgenfunction(func)
+    reply = hints["return"]
+    if streams:
+        reply = _streamed_type(reply, where, name)
+    for t in (*types_, *_reply_types(reply)):
         if codec.is_message_type(t):
             codec.register(t)
     channel: Channel = "topic" if mark.topic else "queue" if mark.queue else "direct"
-    return HandlerInfo(name, func, types_, channel, mark.topic or mark.queue)
+    return HandlerInfo(name, func, types_, channel, mark.topic or mark.queue, streams)
+
+
+def _streamed_type(hint: Any, where: str, name: str) -> Any:
+    """The item type of a streaming handler's ``-> AsyncIterator[T]`` hint."""
+    origin = typing.get_origin(hint)
+    if origin in (
+        collections.abc.AsyncIterator,
+        collections.abc.AsyncGenerator,
+        collections.abc.AsyncIterable,
+    ):
+        args = typing.get_args(hint)
+        return args[0] if args else Any
+    raise TypeError(
+        f"handler {where} yields, so its return hint is the type of what it yields: write "
+        f"`async def {name}(self, msg: MessageType, ctx: Context) -> AsyncIterator[ItemType]:`"
+    )
 
 
 def _message_types(hint: Any, where: str) -> tuple[type, ...]:

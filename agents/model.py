@@ -13,14 +13,22 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, Union, runtime_checkable
 
 from agents import codec
 from agents.errors import InvalidParameter
 
-__all__ = ["ChatMessage", "ChatRequest", "ModelClient", "ModelReply", "SamplingParams", "Usage"]
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "ModelClient",
+    "ModelReply",
+    "SamplingParams",
+    "TextStream",
+    "Usage",
+]
 
 ChatMessage = dict[str, Any]
 """One chat turn, OpenAI style: ``{"role": "user", "content": "..."}``."""
@@ -174,7 +182,47 @@ class ModelClient(Protocol):
         """Continue a raw prompt."""
         ...
 
-    def stream(self, prompt: Prompt, **params: Any) -> AsyncIterator[str]:
-        """Yield text deltas as they are generated: a list of turns is a chat, a string a
-        completion. Closing the iterator early aborts the generation."""
+    def stream(self, prompt: Prompt, **params: Any) -> TextStream:
+        """Text deltas as they are generated: a list of turns is a chat, a string a
+        completion. Closing the iterator early aborts the generation; once it is exhausted,
+        its ``reply`` is the whole answer (finish reason, usage)."""
         ...
+
+
+class TextStream(AsyncIterator[str]):
+    """What ``ctx.llm.stream(...)`` returns: the first choice's text deltas, then — once the
+    iteration ends — the whole answer as :attr:`reply` (text, finish reason, token usage),
+    which a streaming chat agent yields last so its caller gets the usage too.
+
+    Args:
+        source: the model client's generator: ``str`` deltas, then one ``ModelReply``.
+
+    Example:
+        >>> async def chat(self, msg, ctx):                 # a streaming handler
+        ...     stream = ctx.llm.stream(msg.messages)
+        ...     async for text in stream:
+        ...         yield text
+        ...     yield stream.reply
+    """
+
+    __slots__ = ("_source", "reply")
+
+    def __init__(self, source: AsyncGenerator[str | ModelReply, None]) -> None:
+        self._source = source
+        self.reply: ModelReply | None = None
+        """The whole answer, set when the stream ends (None before, or if it was cut off)."""
+
+    def __aiter__(self) -> TextStream:
+        return self
+
+    async def __anext__(self) -> str:
+        item = await anext(self._source)
+        if isinstance(item, ModelReply):
+            self.reply = item
+            await self._source.aclose()
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """Stop early: the model stops generating."""
+        await self._source.aclose()

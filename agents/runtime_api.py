@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -144,6 +144,27 @@ class Runtime(Protocol):
             UnknownAgent, NoHandler, MessageEncodeError, MessageTooLarge, Backpressure,
             SendTimeout, HandlerError, RuntimeClosed; an ``AgentError`` raised by the handler
             itself (say, ``Backpressure`` from an agent it called) passes through unchanged.
+        """
+        ...
+
+    def stream(
+        self,
+        agent: str,
+        msg: Any,
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = "interactive",
+        trace: TraceContext | None = None,
+    ) -> AsyncIterator[Any]:
+        """Like ``send``, but yields the reply as it comes: each item a streaming handler
+        yields, as it yields it (a plain handler's reply is the one item). ``timeout_s``
+        bounds the whole stream. Leaving the loop early (``break``, or the caller cancelled)
+        cancels the handler. The errors of ``send``, raised by the iteration.
+
+        Example:
+            >>> async def relay(rt):
+            ...     async for token in rt.stream("assistant", ChatRequest(turns)):
+            ...         print(token, end="")
         """
         ...
 

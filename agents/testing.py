@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agents.model import ChatMessage, ModelReply, Prompt, SamplingParams, Usage
+from agents.model import ChatMessage, ModelReply, Prompt, SamplingParams, TextStream, Usage
 
 __all__ = ["ModelCall", "ScriptExhausted", "ScriptedModel"]
 
@@ -97,10 +97,14 @@ class ScriptedModel:
             await asyncio.sleep(self.delay_s)
         return ModelReply(text=text, model=self.name, usage=usage)
 
-    async def stream(self, prompt: Prompt, **params: Any) -> AsyncIterator[str]:
-        """Yield the reply word by word (each delta keeps its leading space)."""
-        text, _ = self._answer("stream", prompt, params)
+    def stream(self, prompt: Prompt, **params: Any) -> TextStream:
+        """The reply word by word (each delta keeps its leading space), then its usage."""
+        text, usage = self._answer("stream", prompt, params)
+        return TextStream(self._words(text, usage))
+
+    async def _words(self, text: str, usage: Usage) -> AsyncIterator[str | ModelReply]:
         for i, word in enumerate(text.split(" ")):
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)
             yield word if i == 0 else " " + word
+        yield ModelReply(text=text, model=self.name, usage=usage)

@@ -1,7 +1,8 @@
 """A chat assistant: the agent behind ``"model": "agent:assistant"`` on the HTTP API.
 
 It answers a :class:`~agents.ChatRequest` with its model, passing the caller's sampling
-parameters through, and keeps a shared count of the chats it answered. Anything an OpenAI client
+parameters through and streaming the tokens on as they come (``rt.stream``, or SSE on the HTTP
+API), and keeps a shared count of the chats it answered. Anything an OpenAI client
 can send to a model, it can send to this agent, and it gets the same schema back.
 
 Example:
@@ -12,13 +13,15 @@ Example:
     >>> async def main():
     ...     async with LocalRuntime([Assistant], {"default": ScriptedModel(["Hi!"])}) as rt:
     ...         chat = ChatRequest([{"role": "user", "content": "Hey"}])
-    ...         reply = await rt.send("assistant", chat)
-    ...         return reply.text, rt.state["chats_answered"]
+    ...         *tokens, reply = [item async for item in rt.stream("assistant", chat)]
+    ...         return tokens, reply.usage.completion_tokens, rt.state["chats_answered"]
     >>> asyncio.run(main())
-    ('Hi!', 1)
+    (['Hi!'], 1, 1)
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from agents import Agent, ChatRequest, Context, ModelReply, handler
 
@@ -29,7 +32,15 @@ class Assistant(Agent):
     model = "default"
 
     @handler
-    async def chat(self, msg: ChatRequest, ctx: Context) -> ModelReply:
-        reply = await ctx.llm.chat(msg.messages, **msg.params)
+    async def chat(self, msg: ChatRequest, ctx: Context) -> AsyncIterator[str | ModelReply]:
+        """Streams the model's tokens as they come, then the whole reply (its usage and
+        finish reason); several choices (``n > 1``) come as one whole reply."""
+        if msg.params.get("n", 1) > 1:
+            reply = await ctx.llm.chat(msg.messages, **msg.params)
+        else:
+            stream = ctx.llm.stream(msg.messages, **msg.params)
+            async for text in stream:
+                yield text
+            reply = stream.reply
         await ctx.state.set("chats_answered", ctx.state.get("chats_answered", 0) + 1)
-        return reply
+        yield reply

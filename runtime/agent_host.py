@@ -30,6 +30,7 @@ import logging
 import os
 import uuid
 from collections import Counter, deque
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
@@ -186,6 +187,16 @@ class AgentHost:
         caller gave up) cancels the handler."""
         ex = await self._ready()
         return await ex.send(payload, None, _trace(traceparent), priority)
+
+    async def deliver_stream(
+        self, payload: bytes, traceparent: str | None, priority: Priority
+    ) -> AsyncIterator[list[bytes]]:
+        """A ``stream``: a Ray streaming generator of batches of encoded items (whatever the
+        handler yielded since the last batch left). The caller closing it cancels the
+        handler."""
+        ex = await self._ready()
+        async for batch in ex.stream(payload, None, _trace(traceparent), priority).batches():
+            yield batch
 
     async def deliver_topic(self, topic: str, payload: bytes, traceparent: str | None) -> None:
         """A topic message from another node (co-located ones come through the ring)."""

@@ -30,9 +30,9 @@ import collections
 import itertools
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ray import exceptions as rex
 from ray.serve.exceptions import BackPressureError, RayServeException
@@ -55,6 +55,7 @@ from runtime.config import AgentConfig, RaygentConfig
 from runtime.local import encode_checked, put_task
 from runtime.queues import TaskQueue
 from runtime.ray_registry import Member, StateUpdate, StateVersion, cancel_call
+from runtime.streaming import decoded
 
 if TYPE_CHECKING:
     from runtime.bus import EventBus
@@ -92,26 +93,40 @@ class AppSpec:
         return dict(out)
 
 
+_RAY_ERRORS = (
+    BackPressureError,
+    RayServeException,
+    rex.RayTaskError,
+    rex.RayActorError,  # ActorDiedError, ActorUnavailableError
+)
+
+
 async def translate(ref: Any, agent: str) -> Any:
     """Await a Ray call (an ``ObjectRef`` or a Serve ``DeploymentResponse``) and turn Ray's and
     Serve's errors into SDK errors, at this one boundary."""
     try:
         return await ref
-    except BackPressureError as exc:  # Serve's queue of the deployment is full
+    except _RAY_ERRORS as exc:
+        _raise_sdk_error(exc, agent)
+
+
+def _raise_sdk_error(exc: BaseException, agent: str) -> NoReturn:
+    """Raise the SDK error (or ``CancelledError``) for a Ray or Serve error of a call to
+    ``agent``."""
+    if isinstance(exc, BackPressureError):  # Serve's queue of the deployment is full
         raise Backpressure(agent, 0) from exc
-    except rex.TaskCancelledError as exc:  # before RayServeException: Serve's subclasses both
+    if isinstance(exc, rex.TaskCancelledError):  # before RayServeException: Serve's subclasses
         raise asyncio.CancelledError() from exc
-    except RayServeException as exc:  # no replica yet, or none reachable
+    if isinstance(exc, RayServeException):  # no replica yet, or none reachable
         raise ReplicaUnavailable(agent, type(exc).__name__) from exc
-    except rex.RayTaskError as exc:
+    if isinstance(exc, rex.RayTaskError):
         cause = exc.cause
         if isinstance(cause, AgentError):
             raise cause from None
         if isinstance(cause, asyncio.CancelledError):
             raise ReplicaUnavailable(agent, "the call was cancelled on the replica") from None
         raise HandlerError(agent, "call", type(cause).__name__, str(cause)) from exc
-    except (rex.ActorDiedError, rex.ActorUnavailableError, rex.RayActorError) as exc:
-        raise ReplicaUnavailable(agent, type(exc).__name__) from exc
+    raise ReplicaUnavailable(agent, type(exc).__name__) from exc  # the actor died or is gone
 
 
 class ClusterState(SharedState):
@@ -188,6 +203,7 @@ class ClusterClient:
     ) -> None:
         self.spec = spec
         self._serve = serve_handle
+        self._stream_handles: dict[str, Any] = {}
         self._registry = registry
         self._tasks = tasks
         self.writer_id = writer_id
@@ -318,12 +334,7 @@ class ClusterClient:
         priority: Priority = "interactive",
         trace: TraceContext | None = None,
     ) -> Any:
-        self._check_open()
-        cls = self.spec.classes.get(agent)
-        if cls is None:
-            raise UnknownAgent(agent, list(self.spec.classes))
-        cls.routes().find("direct", None, msg)
-        payload = encode_checked(msg, f"message {type(msg).__name__} to {agent!r}", self._max_bytes)
+        payload = self._encode_request(agent, msg)
         traceparent = trace.traceparent if trace else None
         reply = await self.send_encoded(
             agent, payload, traceparent, priority, timeout_s, type(msg).__name__
@@ -360,6 +371,67 @@ class ClusterClient:
         finally:
             if replica is not None:
                 self._inflight[replica] -= 1
+
+    async def stream(
+        self,
+        agent: str,
+        msg: Any,
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = "interactive",
+        trace: TraceContext | None = None,
+    ) -> AsyncIterator[Any]:
+        payload = self._encode_request(agent, msg)
+        batches = self.stream_encoded(
+            agent, payload, trace.traceparent if trace else None, priority
+        )
+        async for item in decoded(batches, agent, type(msg).__name__, timeout_s):
+            yield item
+
+    async def stream_encoded(
+        self, agent: str, payload: bytes, traceparent: str | None, priority: Priority
+    ) -> AsyncIterator[list[bytes]]:
+        """``stream`` of an already encoded message: batches of encoded items, from a Ray
+        streaming generator (or Serve's stream) over ``AgentHost.deliver_stream``. Closing it
+        early cancels the remote handler."""
+        if self._serve is not None:
+            gen = self._serve_stream(agent).deliver_stream.remote(payload, traceparent, priority)
+            replica = None
+        else:
+            member = self._pick(agent)
+            gen = member.handle.deliver_stream.remote(payload, traceparent, priority)
+            replica = member.replica_id
+            self._inflight[replica] += 1
+        finished = False
+        try:
+            async for item in gen:
+                # A Ray generator yields refs (awaited here); Serve's yields the values.
+                yield await translate(item, agent) if replica is not None else item
+            finished = True
+        except _RAY_ERRORS as exc:
+            finished = True
+            _raise_sdk_error(exc, agent)
+        finally:
+            if not finished:
+                cancel_call(gen)
+            if replica is not None:
+                self._inflight[replica] -= 1
+
+    def _encode_request(self, agent: str, msg: Any) -> bytes:
+        """Check that ``agent`` takes ``msg`` (before any network hop) and encode it."""
+        self._check_open()
+        cls = self.spec.classes.get(agent)
+        if cls is None:
+            raise UnknownAgent(agent, list(self.spec.classes))
+        cls.routes().find("direct", None, msg)
+        return encode_checked(msg, f"message {type(msg).__name__} to {agent!r}", self._max_bytes)
+
+    def _serve_stream(self, agent: str) -> Any:
+        handle = self._stream_handles.get(agent)
+        if handle is None:
+            assert self._serve is not None
+            handle = self._stream_handles[agent] = self._serve(agent).options(stream=True)
+        return handle
 
     async def publish(self, topic: str, msg: Any, *, trace: TraceContext | None = None) -> None:
         self._check_open()

@@ -12,7 +12,9 @@ log line lives here, once:
                      ▲ cancelled when the caller's future is cancelled
 
 Replies leave as encoded bytes: the caller decodes them, so a reply that could not cross a
-process boundary fails in every runtime alike.
+process boundary fails in every runtime alike. A streaming handler's items leave one by one
+through a :class:`~runtime.streaming.ReplyStream` while it runs (``stream``), or together as a
+list when it ends (``send``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from agents.tracing import RecordingSpan, TraceContext
 from runtime.config import AgentConfig
 from runtime.mailbox import Mailbox, MailboxFull
 from runtime.queues import TaskQueue, TaskRecord
+from runtime.streaming import ReplyStream
 
 __all__ = ["AgentExecutor", "Envelope", "context_factory"]
 
@@ -79,8 +82,9 @@ class Envelope:
     handler: HandlerInfo | None  # None: resolved from the decoded message (remote callers)
     trace: TraceContext | None  # the caller's position; the handler span is its child
     key: str | None = None  # the topic or queue
-    future: asyncio.Future[bytes] | None = None  # send: the caller waits on it
+    future: asyncio.Future[bytes | None] | None = None  # send: the caller waits on it
     task: TaskRecord | None = None  # task: the queue's record
+    stream: ReplyStream | None = None  # a stream request: where yielded items go
 
     def describe(self) -> str:
         return self.handler.describe() if self.handler else f"{self.kind} message"
@@ -179,14 +183,28 @@ class AgentExecutor:
         handler: HandlerInfo | None,
         trace: TraceContext | None,
         priority: Priority,
-    ) -> asyncio.Future[bytes]:
-        """Queue a request; the future resolves to the encoded reply. Cancelling the future
-        cancels the handler. Raises ``Backpressure`` when the mailbox is full. Without a
-        ``handler`` the message's type picks one when it runs (``NoHandler`` then fails the
-        future)."""
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    ) -> asyncio.Future[bytes | None]:
+        """Queue a request; the future resolves to the encoded reply (a streaming handler's:
+        the list of its items). Cancelling the future cancels the handler. Raises
+        ``Backpressure`` when the mailbox is full. Without a ``handler`` the message's type
+        picks one when it runs (``NoHandler`` then fails the future)."""
+        fut: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._put_nowait(Envelope("send", payload, handler, trace, future=fut), priority)
         return fut
+
+    def stream(
+        self,
+        payload: bytes,
+        handler: HandlerInfo | None,
+        trace: TraceContext | None,
+        priority: Priority,
+    ) -> ReplyStream:
+        """Queue a request whose reply streams: a streaming handler's items as it yields them,
+        a plain handler's reply as the one item. Raises ``Backpressure`` like :meth:`send`."""
+        stream = ReplyStream(asyncio.get_running_loop().create_future())
+        env = Envelope("send", payload, handler, trace, future=stream.future, stream=stream)
+        self._put_nowait(env, priority)
+        return stream
 
     def deliver(
         self, topic: str, payload: bytes, handler: HandlerInfo | None, trace: TraceContext | None
@@ -277,18 +295,37 @@ class AgentExecutor:
         if self._on_span is not None:
             self._on_span(span)
 
-    async def _invoke(self, env: Envelope, span: RecordingSpan) -> bytes:
+    async def _invoke(self, env: Envelope, span: RecordingSpan) -> bytes | None:
         msg = codec.decode(env.payload)
         if env.handler is None:
             channel = "direct" if env.kind == "send" else env.kind
             env.handler = self.cls.routes().find(channel, env.key, msg)
             span.name = f"{self.name}.{env.handler.name}"
-        result = await env.handler.func(self.instance, msg, self._make_context(span))
+        h = env.handler
+        ctx = self._make_context(span)
+        if not h.streams:
+            return self._encode_reply(h, await h.func(self.instance, msg, ctx))
+        gen = h.func(self.instance, msg, ctx)
+        items: list[Any] = []
+        n = 0
         try:
-            return codec.encode(result)
+            async for item in gen:
+                n += 1
+                if env.stream is not None:
+                    env.stream.put(self._encode_reply(h, item))
+                else:
+                    items.append(item)
+        finally:
+            await gen.aclose()
+        span.set_attribute("raygent.stream.items", n)
+        return None if env.stream is not None else self._encode_reply(h, items)
+
+    def _encode_reply(self, h: HandlerInfo, reply: Any) -> bytes:
+        try:
+            return codec.encode(reply)
         except MessageEncodeError as exc:
             raise MessageEncodeError(
-                f"reply of {self.name}.{env.handler.name} cannot be encoded: {exc}"
+                f"reply of {self.name}.{h.name} cannot be encoded: {exc}"
             ) from exc
 
     async def _settle(
@@ -347,7 +384,9 @@ class AgentExecutor:
                 await asyncio.sleep(0.1 * 2**attempt)
 
 
-def _outcome(call: asyncio.Task[bytes]) -> tuple[bytes | None, BaseException | None, bool]:
+def _outcome(
+    call: asyncio.Task[bytes | None],
+) -> tuple[bytes | None, BaseException | None, bool]:
     """(result, exception, cancelled) of a finished handler task."""
     if call.cancelled():
         return None, None, True

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 from agents import Agent, codec
@@ -53,6 +53,7 @@ from agents.tracing import RecordingSpan, TraceContext
 from runtime.config import AgentConfig, RaygentConfig
 from runtime.executor import AgentExecutor, context_factory
 from runtime.queues import InProcessTaskQueue, QueueFull, TaskQueue
+from runtime.streaming import decoded
 
 __all__ = ["LocalRuntime"]
 
@@ -270,6 +271,25 @@ class LocalRuntime:
         except asyncio.TimeoutError:
             # wait_for cancelled fut; its done-callback cancels the handler if it started.
             raise SendTimeout(agent, type(msg).__name__, timeout_s or 0.0) from None
+
+    async def stream(
+        self,
+        agent: str,
+        msg: Any,
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = "interactive",
+        trace: TraceContext | None = None,
+    ) -> AsyncIterator[Any]:
+        self._check_open()
+        ex = self._agents.get(agent)
+        if ex is None:
+            raise UnknownAgent(agent, list(self._agents))
+        handler = ex.cls.routes().find("direct", None, msg)
+        what = f"message {type(msg).__name__} to {agent!r}"
+        reply = ex.stream(encode_checked(msg, what, self._max_bytes), handler, trace, priority)
+        async for item in decoded(reply.batches(), agent, type(msg).__name__, timeout_s):
+            yield item
 
     async def publish(self, topic: str, msg: Any, *, trace: TraceContext | None = None) -> None:
         self._check_open()

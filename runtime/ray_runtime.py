@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import ray
@@ -212,6 +212,19 @@ class RayRuntime:
         trace: TraceContext | None = None,
     ) -> Any:
         return await self._require().send(
+            agent, msg, timeout_s=timeout_s, priority=priority, trace=trace
+        )
+
+    def stream(
+        self,
+        agent: str,
+        msg: Any,
+        *,
+        timeout_s: float | None = None,
+        priority: Priority = "interactive",
+        trace: TraceContext | None = None,
+    ) -> AsyncIterator[Any]:
+        return self._require().stream(
             agent, msg, timeout_s=timeout_s, priority=priority, trace=trace
         )
 

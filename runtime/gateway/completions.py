@@ -11,8 +11,9 @@ One path for ``/v1/chat/completions`` and ``/v1/completions``, whatever ``model`
    cancelled or a cut-off stream.
 
 An agent answers a chat as a :class:`~agents.ChatRequest` message; its reply (a ``str`` or a
-:class:`~agents.ModelReply`) comes back in the same schema as a model's. Agents reply once, so a
-stream request to an agent gets its answer as one content chunk.
+:class:`~agents.ModelReply`) comes back in the same schema as a model's. An agent whose handler
+streams (yields text deltas) streams to the client as a model does, chunk by chunk
+(:mod:`runtime.gateway.agent_streams`); a returning handler's reply is one content chunk.
 
 Errors before the first byte are HTTP errors (:mod:`runtime.gateway.errors`); once a stream has
 started, an error is an SSE error event followed by ``[DONE]``.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,19 +32,20 @@ from typing import Any
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agents import codec
-from agents.errors import AgentError, UnknownModel
+from agents.errors import AgentError, SendTimeout, UnknownModel
 from agents.model import ChatRequest, ModelReply, SamplingParams, Usage
 from agents.tracing import TraceContext
 from runtime.cache import CacheDecision, ResponseCache, cache_key
 from runtime.cluster import ClusterClient
 from runtime.config import RaygentConfig
+from runtime.gateway.agent_streams import ChatFold, reply_text
 from runtime.gateway.errors import ApiError, from_agent_error
-from runtime.gateway.messages import to_json
 from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_event, error_event
 from runtime.gateway.openai_format import render as render_json
 from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
 from runtime.metrics import Metrics
 from runtime.models import ModelDelta, ModelServerClient
+from runtime.streaming import decoded
 from runtime.telemetry import Telemetry, genai_attributes
 
 __all__ = ["AGENT_PREFIX", "CACHE_HEADER", "Completions", "Target"]
@@ -333,6 +334,7 @@ class _Call:
         self.trace = trace
         self.started = time.monotonic()
         self._deadline = self.started + owner._timeout
+        self.streamed_agent = False  # an agent's handler streamed this answer (not whole())
 
     def left(self) -> float:
         """Seconds left of the request's timeout (504 when none)."""
@@ -367,25 +369,46 @@ class _Call:
             reply = await llm.complete(self.prompt, **params)
         return Completed.from_reply(self.kind, reply)
 
-    async def _agent(self, trace: TraceContext) -> Completed:
-        agent = self.target.agent or ""
+    def _agent_request(self) -> tuple[bytes, bool]:
+        """The encoded ``ChatRequest`` for the target agent, and whether its handler streams."""
         turns = self.prompt if self.kind == "chat" else [{"role": "user", "content": self.prompt}]
         msg = ChatRequest(turns, _explicit(self.sp))
-        self.owner._runtime.spec.classes[agent].routes().find("direct", None, msg)
-        payload = codec.encode(msg)
+        routes = self.owner._runtime.spec.classes[self.target.agent or ""].routes()
+        return codec.encode(msg), routes.find("direct", None, msg).streams
+
+    async def _agent(self, trace: TraceContext) -> Completed:
+        payload, streams = self._agent_request()
         raw = await self.owner._runtime.send_encoded(
-            agent, payload, trace.traceparent, "interactive", self.left(), "ChatRequest"
-        )
+            self.target.agent or "", payload, trace.traceparent, "interactive", self.left(),
+            "ChatRequest",
+        )  # fmt: skip
         reply = codec.decode(raw)
-        if isinstance(reply, ModelReply):
-            return Completed.from_reply(self.kind, reply)
-        text = reply if isinstance(reply, str) else json.dumps(to_json(reply))
-        return Completed(self.kind, self.target.name, [text], ["stop"])
+        if not streams:
+            if isinstance(reply, ModelReply):
+                return Completed.from_reply(self.kind, reply)
+            return Completed(self.kind, self.target.name, [reply_text(reply)], ["stop"])
+        acc = _Accumulator(self.kind, self.target.name)  # a streaming handler's items, all
+        fold = ChatFold(self.target.name)
+        for delta in (d for item in reply for d in fold.deltas(item)):
+            acc.add(delta)
+        for delta in fold.end():
+            acc.add(delta)
+        acc.complete = True
+        done = acc.result()
+        assert done is not None
+        done.model = fold.model
+        return done
 
     async def deltas(self) -> AsyncIterator[ModelDelta]:
-        """The answer as deltas: a model streams; an agent's whole reply is one delta per
-        choice. Each step is bounded by what is left of the request's timeout."""
+        """The answer as deltas: a model streams, and so does an agent whose handler yields;
+        a returning agent's whole reply is one delta per choice. Each step is bounded by what
+        is left of the request's timeout."""
         if self.target.agent is not None:
+            payload, streams = self._agent_request()
+            if streams:
+                async for delta in self._agent_stream(payload):
+                    yield delta
+                return
             done = await self.whole()
             for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
                 last = i == len(done.texts) - 1
@@ -405,13 +428,33 @@ class _Call:
         finally:
             await gen.aclose()
 
+    async def _agent_stream(self, payload: bytes) -> AsyncIterator[ModelDelta]:
+        agent = self.target.agent or ""
+        self.streamed_agent = True
+        with self.owner._telemetry.span(self._span_name(), self.trace) as span:
+            batches = self.owner._runtime.stream_encoded(
+                agent, payload, span.context.traceparent, "interactive"
+            )
+            items = decoded(batches, agent, "ChatRequest", self.left())
+            fold = ChatFold(self.target.name)
+            try:
+                async for item in items:
+                    for delta in fold.deltas(item):
+                        yield delta
+            except SendTimeout:
+                raise _timeout(self.owner._timeout) from None
+            finally:
+                await items.aclose()
+            for delta in fold.end():
+                yield delta
+
     def finished(self, acc: _Accumulator) -> None:
         """Metrics and the span of a streamed answer."""
         m = self.owner._metrics
         now = time.monotonic()
         if acc.first_token_at is not None:
             m.observe_ttft(self.target.name, acc.first_token_at - self.started)
-            if self.target.model is not None:  # an agent's whole() already counted its tokens
+            if self.target.model is not None or self.streamed_agent:  # else whole() counted
                 m.observe_generation(
                     self.target.name, acc.usage.completion_tokens, now - acc.first_token_at
                 )

@@ -148,13 +148,17 @@ class InvokeRequest(BaseModel):
     """``POST /v1/agents/{name}/invoke``.
 
     ``message`` is the JSON form of one of the agent's message types; ``type`` names which (the
-    class name) when the agent accepts more than one.
+    class name) when the agent accepts more than one. A streaming handler answers as SSE (one
+    event per item), a returning one as JSON; ``stream`` overrides that (JSON of a stream is the
+    list of its items).
     """
 
     model_config = ConfigDict(extra="forbid")
     message: Any
     type: str | None = None
     timeout_s: float | None = Field(None, gt=0)
+    stream: bool | None = None
+    """SSE (one event per item) or JSON; unset: SSE exactly when the agent's handler streams."""
 
 
 class TaskRequest(BaseModel):

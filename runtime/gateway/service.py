@@ -7,7 +7,7 @@ Routes (OpenAI-compatible where OpenAI has an equivalent):
 ``POST /v1/completions``                    text completion; SSE streams
 ``GET  /v1/models``                         models and agents, OpenAI's list schema
 ``GET  /v1/agents``                         agents: message types, topics, queues
-``POST /v1/agents/{name}/invoke``           JSON message in, JSON reply out
+``POST /v1/agents/{name}/invoke``           JSON message in, JSON reply out (SSE if it streams)
 ``POST /v1/tasks/{queue}``                  submit a durable task (202 + id)
 ``GET  /v1/tasks/{id}``                     a task's state and result
 ``GET  /healthz`` / ``GET /readyz``         alive / warm models and agents registered
@@ -32,7 +32,7 @@ from typing import Any
 import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -42,6 +42,7 @@ from agents.tracing import TraceContext
 from runtime.cache import ResponseCache
 from runtime.cluster import AppSpec, ClusterClient
 from runtime.config import RaygentConfig
+from runtime.gateway.agent_streams import invoke_events
 from runtime.gateway.completions import Completions
 from runtime.gateway.edge import Edge
 from runtime.gateway.errors import ApiError, from_agent_error
@@ -58,6 +59,7 @@ from runtime.models import ModelServerClient
 from runtime.queues import make_task_queue
 from runtime.ray_registry import ActorTaskQueue
 from runtime.serving import actor_options, scaling_options
+from runtime.streaming import decoded
 from runtime.telemetry import Telemetry
 
 __all__ = ["gateway_deployment"]
@@ -79,6 +81,7 @@ def describe_agents(spec: AppSpec) -> list[dict[str, Any]]:
                 "import_path": settings.import_path,
                 "model": settings.model or cls.model,
                 "accepts": routes.direct_types(),
+                "streams": [t.__name__ for t in routes.types("direct") if routes.streams(t)],
                 "topics": routes.keys("topic"),
                 "queues": routes.keys("queue"),
                 "replicas": settings.replicas,
@@ -330,6 +333,9 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 body.timeout_s or self._cfg.limits.request_timeout_s,
                 self._cfg.limits.request_timeout_s,
             )
+            streams = cls.routes().find("direct", None, msg).streams
+            if body.stream if body.stream is not None else streams:
+                return await self._invoke_stream(name, payload, request, timeout, msg)
             raw = await self._client.send_encoded(
                 name,
                 payload,
@@ -340,6 +346,28 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             )
             reply = codec.decode(raw)
             return {"agent": name, "type": type(reply).__name__, "reply": to_json(reply)}
+
+        async def _invoke_stream(
+            self, name: str, payload: bytes, request: Request, timeout: float, msg: Any
+        ) -> StreamingResponse:
+            """SSE: one event per item the handler yields. The first item is awaited here, so
+            errors before it are still HTTP errors."""
+            batches = self._client.stream_encoded(
+                name, payload, _child(request).traceparent, "interactive"
+            )
+            items = decoded(batches, name, type(msg).__name__, timeout)
+            try:
+                head = [await anext(items)]
+            except StopAsyncIteration:
+                head = []
+            except BaseException:
+                await items.aclose()
+                raise
+            return StreamingResponse(
+                invoke_events(head, items),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
 
         @http.post("/v1/tasks/{queue}", status_code=202)
         async def submit(self, queue: str, body: TaskRequest, request: Request) -> Any:

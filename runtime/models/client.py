@@ -39,7 +39,7 @@ from ray.serve.exceptions import BackPressureError, RayServeException
 from ray.serve.handle import DeploymentHandle
 
 from agents.errors import AgentError, Backpressure, InvalidParameter, ModelError
-from agents.model import ChatMessage, ModelReply, Prompt, SamplingParams
+from agents.model import ChatMessage, ModelReply, Prompt, SamplingParams, TextStream, Usage
 from agents.tracing import TraceContext
 from runtime.models._wire import ModelDelta
 
@@ -89,11 +89,25 @@ class ModelServerClient:
         SamplingParams(**_known(params))
         return await self._call(self._handle.complete.remote(prompt, params, self._traceparent))
 
-    async def stream(self, prompt: Prompt, **params: Any) -> AsyncIterator[str]:
-        """Yield text deltas (choice 0) as they are generated; closing early aborts."""
+    def stream(self, prompt: Prompt, **params: Any) -> TextStream:
+        """Text deltas (choice 0) as they are generated, then the whole answer as the stream's
+        ``reply``; closing early aborts."""
+        return TextStream(self._text(prompt, params))
+
+    async def _text(
+        self, prompt: Prompt, params: dict[str, Any]
+    ) -> AsyncIterator[str | ModelReply]:
+        texts: list[str] = []
+        model, reason, usage = self.name, None, Usage()
         async for delta in self.stream_deltas(prompt, **params):
-            if delta.index == 0 and delta.text:
-                yield delta.text
+            model = delta.model or model
+            usage = delta.usage or usage
+            if delta.index == 0:
+                reason = delta.finish_reason or reason
+                if delta.text:
+                    texts.append(delta.text)
+                    yield delta.text
+        yield ModelReply("".join(texts), model, reason or "stop", usage)
 
     async def stream_deltas(self, prompt: Prompt, **params: Any) -> AsyncIterator[ModelDelta]:
         """Like :meth:`stream` but yields :class:`ModelDelta` (every choice, finish reason,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,13 +119,30 @@ def test_non_async_handler_fails_at_definition():
             def h(self, msg: str, ctx: Context) -> None: ...
 
 
-def test_async_generator_handler_is_rejected_with_advice():
-    with pytest.raises(TypeError, match="async generator"):
+def test_a_generator_handler_streams_and_needs_an_iterator_hint():
+    class Streamer(Agent):
+        @handler
+        async def h(self, msg: str, ctx: Context) -> AsyncIterator[Question]:
+            yield Question(msg)
+
+    (info,) = Streamer.routes().handlers
+    assert info.streams and info.channel == "direct"
+    with pytest.raises(TypeError, match=r"-> AsyncIterator\[ItemType\]"):
 
         class Bad(Agent):
             @handler
-            async def h(self, msg: str, ctx: Context) -> None:
-                yield
+            async def h(self, msg: str, ctx: Context) -> str:
+                yield msg
+
+
+@pytest.mark.parametrize("where", [{"topic": "t"}, {"queue": "q"}])
+def test_topic_and_queue_handlers_cannot_stream(where):
+    with pytest.raises(TypeError, match="no caller to stream to"):
+
+        class Bad(Agent):
+            @handler(**where)
+            async def h(self, msg: str, ctx: Context) -> AsyncIterator[str]:
+                yield msg
 
 
 def test_two_handlers_for_one_type_fail_at_definition():

@@ -52,8 +52,11 @@ async def test_scripted_model_replies_in_order_records_and_exhausts():
 
 async def test_scripted_model_streams_and_cycles():
     model = ScriptedModel(["hello big world"], cycle=True)
-    chunks = [c async for c in model.stream("p")]
+    stream = model.stream("p")
+    assert stream.reply is None
+    chunks = [c async for c in stream]
     assert chunks == ["hello", " big", " world"] and "".join(chunks) == "hello big world"
+    assert stream.reply.text == "hello big world" and stream.reply.usage.completion_tokens == 3
     assert (await model.chat([])).text == "hello big world"
     echo = ScriptedModel(lambda prompt: f"echo {prompt}")
     assert (await echo.complete("x")).text == "echo x"

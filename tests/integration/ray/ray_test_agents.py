@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from agents import Agent, ChatRequest, Context, handler
+from agents import Agent, ChatRequest, Context, ModelReply, Usage, handler
 
 
 @dataclass
@@ -25,6 +26,17 @@ class Hold:
 
     tag: str
     release: str = "release"
+
+
+@dataclass
+class Count:
+    """Echo streams ``0 .. n-1``, pausing ``pause_s`` after each; raises instead of yielding
+    ``fail_at``; records ``cancelled:<tag>`` in state when its caller gives up."""
+
+    n: int
+    pause_s: float = 0.0
+    fail_at: int = -1
+    tag: str = ""
 
 
 @dataclass
@@ -68,6 +80,19 @@ class Echo(Agent):
             await ctx.state.set(f"cancelled:{msg.tag}", True)
             raise
         return msg.tag
+
+    @handler
+    async def count(self, msg: Count, ctx: Context) -> AsyncIterator[int]:
+        try:
+            for i in range(msg.n):
+                if i == msg.fail_at:
+                    raise ValueError(f"count failed at {i}")
+                yield i
+                await asyncio.sleep(msg.pause_s)
+        except asyncio.CancelledError:
+            if msg.tag:
+                await ctx.state.set(f"cancelled:{msg.tag}", True)
+            raise
 
     @handler
     async def set_state(self, msg: dict, ctx: Context) -> None:
@@ -144,3 +169,17 @@ class Flaky(Agent):
         if not ctx.state.get("flaky_ok"):
             raise RuntimeError("not yet")
         return "ok: " + msg.messages[-1]["content"]
+
+
+class Words(Agent):
+    """Streams the last chat turn back word by word, ending with its usage (words in, out)."""
+
+    model = None
+
+    @handler
+    async def chat(self, msg: ChatRequest, ctx: Context) -> AsyncIterator[str | ModelReply]:
+        words = msg.messages[-1]["content"].split(" ")
+        for i, w in enumerate(words):
+            yield w if i == 0 else " " + w
+            await asyncio.sleep(0.05)
+        yield ModelReply(" ".join(words), "words", "stop", Usage(len(words), len(words)))

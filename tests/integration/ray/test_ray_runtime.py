@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-from ray_test_agents import Echo, Hold, Job, Listener, Note, Ping, Worker
+from ray_test_agents import Count, Echo, Hold, Job, Listener, Note, Ping, Worker
 
 from agents import (
     Backpressure,
@@ -172,6 +172,42 @@ async def test_full_mailboxes_give_backpressure(rt):
     # Every call was either served or refused at once: nothing accepted was lost.
     assert len(served) + len(refused) == 20
     assert len(served) >= 10 and refused
+
+
+async def test_a_stream_arrives_item_by_item_from_the_actor(rt):
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    stream = rt.stream("echo", Count(5, pause_s=0.3))
+    first = await anext(stream)
+    first_at = loop.time() - t0
+    rest = [x async for x in stream]
+    assert [first, *rest] == [0, 1, 2, 3, 4]
+    # The handler pauses 0.3 s after each item: the first one left long before it ended.
+    assert first_at < loop.time() - t0 - 0.9
+
+
+async def test_stream_errors_and_a_send_to_a_streaming_handler(rt):
+    assert await rt.send("echo", Count(3)) == [0, 1, 2]
+    got: list[int] = []
+    with pytest.raises(HandlerError, match="count failed at 2"):
+        await _collect(rt.stream("echo", Count(5, fail_at=2)), got)
+    assert got == [0, 1]
+    assert [x async for x in rt.stream("echo", Ping(7))][0]["n"] == 7  # a plain reply: one item
+
+
+async def test_leaving_a_stream_early_cancels_the_remote_handler(rt):
+    stream = rt.stream("echo", Count(100_000, pause_s=0.01, tag="s1"))
+    assert await anext(stream) == 0
+    await stream.aclose()
+    await until(lambda: rt.state.get("cancelled:s1") is True)
+    with pytest.raises(SendTimeout):
+        await _collect(rt.stream("echo", Count(100_000, pause_s=0.01, tag="s2"), timeout_s=0.5), [])
+    await until(lambda: rt.state.get("cancelled:s2") is True)
+
+
+async def _collect(stream, into: list) -> None:
+    async for x in stream:
+        into.append(x)
 
 
 async def test_killed_replica_restarts_and_callers_get_retryable_errors(rt):

@@ -120,6 +120,7 @@ def app_config(cache_redis):
                         ("Listener", {}),
                         ("Worker", {}),
                         ("Flaky", {}),
+                        ("Words", {}),
                     )
                 ],
             ],

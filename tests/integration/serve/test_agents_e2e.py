@@ -4,6 +4,7 @@ agents running as Serve deployments."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -27,6 +28,8 @@ def test_agents_are_listed(gateway_url, auth):
     data = httpx.get(f"{gateway_url}/v1/agents", headers=auth).json()["data"]
     by_name = {a["name"]: a for a in data}
     assert "ChatRequest" in by_name["assistant"]["accepts"]
+    assert by_name["assistant"]["streams"] == ["ChatRequest"]
+    assert by_name["echo"]["streams"] == ["Count"]
     assert by_name["worker"]["queues"] == ["jobs"]
 
 
@@ -53,6 +56,43 @@ def test_invoke_round_trip_and_bad_messages(gateway_url, auth):
         ]
         == 2
     )
+
+
+def sse_events(r: httpx.Response) -> list:
+    """The JSON events of an SSE body, up to ``[DONE]`` (which must end it)."""
+    datas = [line[len("data: ") :] for line in r.text.split("\n") if line.startswith("data: ")]
+    assert datas[-1] == "[DONE]", r.text
+    return [json.loads(d) for d in datas[:-1]]
+
+
+def test_invoke_streams_a_streaming_handler_as_sse(gateway_url, auth):
+    body = {"message": {"n": 4, "pause_s": 0.05}, "type": "Count"}
+    with httpx.stream(
+        "POST", f"{gateway_url}/v1/agents/echo/invoke", json=body, headers=auth, timeout=30
+    ) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        pieces = [chunk for chunk in r.iter_text() if chunk.strip()]
+    events = sse_events(httpx.Response(200, text="".join(pieces)))
+    assert events == [{"type": "int", "item": i} for i in range(4)]
+    assert len(pieces) > 1  # items left as they were yielded, not as one body at the end
+    # stream: false gets the whole list as JSON; a plain handler can be asked to stream
+    r = invoke(gateway_url, "echo", body | {"stream": False}, auth)
+    assert r.json()["reply"] == [0, 1, 2, 3]
+    r = invoke(gateway_url, "echo", {"message": {"n": 5}, "type": "Ping", "stream": True}, auth)
+    assert sse_events(r)[0]["item"]["n"] == 5
+
+
+def test_invoke_stream_errors(gateway_url, auth):
+    # before the first item: an HTTP error; after it: an error event, then [DONE]
+    r = invoke(gateway_url, "echo", {"message": {"n": 3, "fail_at": 0}, "type": "Count"}, auth)
+    assert r.status_code == 502 and "count failed at 0" in r.json()["error"]["message"]
+    r = invoke(gateway_url, "echo", {"message": {"n": 3, "fail_at": 2}, "type": "Count"}, auth)
+    assert r.status_code == 200
+    *items, error = sse_events(r)
+    assert [e["item"] for e in items] == [0, 1]
+    assert "count failed at 2" in error["error"]["message"]
+    r = invoke(gateway_url, "echo", {"message": {"n": 2}, "type": "Count"}, auth)
+    assert [e["item"] for e in sse_events(r)] == [0, 1]  # still serving
 
 
 def test_durable_task_submit_and_result(gateway_url, auth):

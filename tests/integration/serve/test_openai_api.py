@@ -105,8 +105,33 @@ def test_agent_chat_stream(client):
         extra_body={"ignore_eos": True},
     )
     chunks = list(stream)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    contents = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(contents)
     assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_a_streaming_agent_streams_chunk_by_chunk_with_its_usage(client):
+    text = "one two three four five six"
+    stream = client.chat.completions.create(
+        model="agent:words",
+        messages=[{"role": "user", "content": text}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"Cache-Control": "no-store"},
+    )
+    chunks = list(stream)
+    contents = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
+    assert "".join(contents) == text
+    assert len(contents) > 1  # the agent's words came as they were yielded (0.05 s apart)
+    assert chunks[-1].usage.completion_tokens == 6  # from the reply the agent yielded last
+    whole = client.chat.completions.create(
+        model="agent:words", messages=[{"role": "user", "content": text}]
+    )
+    assert whole.choices[0].message.content == text and whole.usage.prompt_tokens == 6
 
 
 def test_client_errors_are_typed(client, gateway_url):

@@ -1,0 +1,92 @@
+"""Streamed replies: what a generator handler yields, on its way to the caller.
+
+A streaming handler (``async def h(...) -> AsyncIterator[T]`` with ``yield``) runs in its
+replica like any handler — one mailbox slot, its own task, cancelled when the caller gives up —
+but its items leave while it runs::
+
+    handler ──yield──► ReplyStream (encoded items, in order) ──batches()──► transport ──► decoded()
+                        ▲ the handler's error or end                      (in process, Ray
+                        └ closing the stream early cancels the handler     generator, Serve stream)
+
+Items travel in *batches*: everything yielded since the consumer last took some. An idle
+consumer gets each item at once; a busy one (or a slow hop) gets what piled up in one message,
+so a fast producer costs one Ray object per hop, not one per token — the same coalescing the
+model server does for its deltas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agents import codec
+from agents.errors import SendTimeout
+
+__all__ = ["ReplyStream", "decoded"]
+
+
+class ReplyStream:
+    """The caller's end of one streamed reply, fed by the executor running the handler.
+
+    ``future`` settles when the handler ends: ``None`` after a streaming handler, the encoded
+    reply of a plain one (which then streams as its one item), or the handler's error.
+    Cancelling it cancels the handler.
+    """
+
+    __slots__ = ("_buf", "_wake", "future")
+
+    def __init__(self, future: asyncio.Future[bytes | None]) -> None:
+        self.future = future
+        self._buf: list[bytes] = []
+        self._wake = asyncio.Event()
+        future.add_done_callback(lambda _: self._wake.set())
+
+    def put(self, item: bytes) -> None:
+        """One encoded item from the handler."""
+        self._buf.append(item)
+        self._wake.set()
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """Encoded items, as soon as there are any, then the handler's error if it raised.
+        Closing this early (or cancelling its consumer) cancels the handler."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._buf:
+                    batch, self._buf = self._buf, []
+                    yield batch
+                if self.future.done() and not self._buf:
+                    last = self.future.result()  # raises the handler's error
+                    if last is not None:
+                        yield [last]
+                    return
+        finally:
+            if not self.future.done():
+                self.future.cancel()
+
+
+async def decoded(
+    batches: AsyncIterator[list[bytes]], agent: str, what: str, timeout_s: float | None
+) -> AsyncIterator[Any]:
+    """The items of ``batches``, decoded; ``SendTimeout`` once ``timeout_s`` has passed since
+    the start (the same bound ``send`` puts on the whole reply). Closes ``batches`` however it
+    ends, which stops the handler if it still runs."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    try:
+        while True:
+            try:
+                if deadline is None:
+                    batch = await anext(batches)
+                else:
+                    batch = await asyncio.wait_for(anext(batches), deadline - loop.time())
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise SendTimeout(agent, what, timeout_s or 0.0) from None
+            for item in batch:
+                yield codec.decode(item)
+    finally:
+        await batches.aclose()
