@@ -47,6 +47,7 @@ from agents.errors import (
     UnknownQueue,
     UnknownTopic,
 )
+from agents.handlers import HandlerInfo
 from agents.model import ModelClient
 from agents.runtime_api import Priority, SharedState, TaskInfo
 from agents.tracing import RecordingSpan, TraceContext
@@ -259,13 +260,8 @@ class LocalRuntime:
         priority: Priority = "interactive",
         trace: TraceContext | None = None,
     ) -> Any:
-        self._check_open()
-        ex = self._agents.get(agent)
-        if ex is None:
-            raise UnknownAgent(agent, list(self._agents))
-        handler = ex.cls.routes().find("direct", None, msg)
-        what = f"message {type(msg).__name__} to {agent!r}"
-        fut = ex.send(encode_checked(msg, what, self._max_bytes), handler, trace, priority)
+        ex, handler, payload = self._request(agent, msg)
+        fut = ex.send(payload, handler, trace, priority)
         try:
             return codec.decode(await asyncio.wait_for(fut, timeout_s))
         except asyncio.TimeoutError:
@@ -281,15 +277,20 @@ class LocalRuntime:
         priority: Priority = "interactive",
         trace: TraceContext | None = None,
     ) -> AsyncIterator[Any]:
+        ex, handler, payload = self._request(agent, msg)
+        reply = ex.stream(payload, handler, trace, priority)
+        async for item in decoded(reply.batches(), agent, type(msg).__name__, timeout_s):
+            yield item
+
+    def _request(self, agent: str, msg: Any) -> tuple[AgentExecutor, HandlerInfo, bytes]:
+        """The target's executor, its handler for ``msg``, and ``msg`` encoded (checked)."""
         self._check_open()
         ex = self._agents.get(agent)
         if ex is None:
             raise UnknownAgent(agent, list(self._agents))
         handler = ex.cls.routes().find("direct", None, msg)
         what = f"message {type(msg).__name__} to {agent!r}"
-        reply = ex.stream(encode_checked(msg, what, self._max_bytes), handler, trace, priority)
-        async for item in decoded(reply.batches(), agent, type(msg).__name__, timeout_s):
-            yield item
+        return ex, handler, encode_checked(msg, what, self._max_bytes)
 
     async def publish(self, topic: str, msg: Any, *, trace: TraceContext | None = None) -> None:
         self._check_open()

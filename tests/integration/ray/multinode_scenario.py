@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 async def scenario(address: str) -> dict:
-    from ray_test_agents import Echo, Job, Listener, Note, Tap, Worker
+    from ray_test_agents import Count, Echo, Job, Listener, Note, Tap, Worker
 
     from agents import TaskState
     from runtime.config import AgentConfig, RaygentConfig
@@ -36,6 +36,8 @@ async def scenario(address: str) -> dict:
     out: dict = {}
     async with RayRuntime([Echo, Tap, Listener, Worker], cfg, address=address) as rt:
         out["relay"] = await rt.send("echo", Note("hi"))  # echo → listener across nodes
+        # a stream across nodes: listener (B) streams on what echo (A) streams to it
+        out["stream"] = [i async for i in rt.stream("listener", Count(3))]
         await rt.send("echo", {"shared": "yes"})  # a state write on node A
         task = await rt.send("echo", Job(4))  # echo submits; the worker on B runs it
         info = await rt.wait_task(task, timeout_s=30)

@@ -115,6 +115,12 @@ class Listener(Agent):
         return msg.n * 10
 
     @handler
+    async def relay_count(self, msg: Count, ctx: Context) -> AsyncIterator[int]:
+        """Streams echo's count on, times ten: a stream that calls a stream."""
+        async for i in ctx.stream("echo", msg):
+            yield i * 10
+
+    @handler
     async def where(self, msg: str, ctx: Context) -> dict:
         return {"pid": os.getpid(), "state": {k: ctx.state[k] for k in ctx.state}}
 

@@ -37,6 +37,7 @@ def test_replicas_are_placed_on_two_nodes(result):
 
 def test_send_and_submit_work_across_nodes(result):
     assert result["relay"] == 20  # echo (node A) asked listener (node B)
+    assert result["stream"] == [0, 10, 20]  # listener (B) streamed echo's (A) stream on
     assert result["task"] == [True, 8]  # submitted on A, run by the worker on B
 
 
