@@ -160,10 +160,14 @@ class ChatRequest:
         params: the request's sampling parameters, already validated
             (:class:`SamplingParams` fields); pass them on with ``ctx.llm.chat(messages,
             **params)`` or ignore them.
+        stream: the caller reads the answer as a stream. A streaming handler may then pass
+            tokens on as they come (``ctx.llm.stream``), and otherwise save the per-token hops
+            with one ``ctx.llm.chat`` (what ``examples/assistant.py`` does).
     """
 
     messages: list[ChatMessage]
     params: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
 
 
 for _t in (ChatRequest, ModelReply, Usage):  # what the gateway decodes from any agent

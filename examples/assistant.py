@@ -12,7 +12,7 @@ Example:
     >>> from runtime import LocalRuntime
     >>> async def main():
     ...     async with LocalRuntime([Assistant], {"default": ScriptedModel(["Hi!"])}) as rt:
-    ...         chat = ChatRequest([{"role": "user", "content": "Hey"}])
+    ...         chat = ChatRequest([{"role": "user", "content": "Hey"}], stream=True)
     ...         *tokens, reply = [item async for item in rt.stream("assistant", chat)]
     ...         return tokens, reply.usage.completion_tokens, rt.state["chats_answered"]
     >>> asyncio.run(main())
@@ -34,8 +34,9 @@ class Assistant(Agent):
     @handler
     async def chat(self, msg: ChatRequest, ctx: Context) -> AsyncIterator[str | ModelReply]:
         """Streams the model's tokens as they come, then the whole reply (its usage and
-        finish reason); several choices (``n > 1``) come as one whole reply."""
-        if msg.params.get("n", 1) > 1:
+        finish reason). A caller that does not stream, or several choices (``n > 1``), get
+        the whole reply alone: one model call instead of a message per token."""
+        if not msg.stream or msg.params.get("n", 1) > 1:
             reply = await ctx.llm.chat(msg.messages, **msg.params)
         else:
             stream = ctx.llm.stream(msg.messages, **msg.params)

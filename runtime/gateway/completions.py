@@ -369,15 +369,15 @@ class _Call:
             reply = await llm.complete(self.prompt, **params)
         return Completed.from_reply(self.kind, reply)
 
-    def _agent_request(self) -> tuple[bytes, bool]:
+    def _agent_request(self, stream: bool) -> tuple[bytes, bool]:
         """The encoded ``ChatRequest`` for the target agent, and whether its handler streams."""
         turns = self.prompt if self.kind == "chat" else [{"role": "user", "content": self.prompt}]
-        msg = ChatRequest(turns, _explicit(self.sp))
+        msg = ChatRequest(turns, _explicit(self.sp), stream=stream)
         routes = self.owner._runtime.spec.classes[self.target.agent or ""].routes()
         return codec.encode(msg), routes.find("direct", None, msg).streams
 
     async def _agent(self, trace: TraceContext) -> Completed:
-        payload, streams = self._agent_request()
+        payload, streams = self._agent_request(stream=False)
         raw = await self.owner._runtime.send_encoded(
             self.target.agent or "", payload, trace.traceparent, "interactive", self.left(),
             "ChatRequest",
@@ -404,7 +404,7 @@ class _Call:
         a returning agent's whole reply is one delta per choice. Each step is bounded by what
         is left of the request's timeout."""
         if self.target.agent is not None:
-            payload, streams = self._agent_request()
+            payload, streams = self._agent_request(stream=True)
             if streams:
                 async for delta in self._agent_stream(payload):
                     yield delta

@@ -148,14 +148,16 @@ async def test_a_full_mailbox_refuses_a_stream_with_backpressure():
 
 
 async def test_the_assistant_streams_tokens_then_its_reply_with_usage():
-    model = ScriptedModel(["one two three"])
+    model = ScriptedModel(["one two three"], cycle=True)
     async with LocalRuntime([Assistant], {"default": model}) as rt:
-        items = [
-            x async for x in rt.stream("assistant", ChatRequest([{"role": "user", "content": "q"}]))
-        ]
-    *tokens, reply = items
-    assert tokens == ["one", " two", " three"]
-    assert isinstance(reply, ModelReply) and reply.usage == Usage(1, 3)
+        chat = ChatRequest([{"role": "user", "content": "q"}], stream=True)
+        *tokens, reply = [x async for x in rt.stream("assistant", chat)]
+        assert tokens == ["one", " two", " three"]
+        assert isinstance(reply, ModelReply) and reply.usage == Usage(1, 3)
+        # a caller that does not stream gets the whole reply from one chat call
+        (whole,) = await rt.send("assistant", ChatRequest([{"role": "user", "content": "q"}]))
+        assert whole.text == "one two three"
+    assert [c.kind for c in model.calls] == ["stream", "chat"]
 
 
 def _fold(items: list[object]) -> list[tuple[str, int, str | None, Usage | None]]:
