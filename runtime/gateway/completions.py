@@ -378,10 +378,11 @@ class _Call:
 
     async def _agent(self, trace: TraceContext) -> Completed:
         payload, streams = self._agent_request(stream=False)
-        raw = await self.owner._runtime.send_encoded(
-            self.target.agent or "", payload, trace.traceparent, "interactive", self.left(),
-            "ChatRequest",
-        )  # fmt: skip
+        agent = self.target.agent or ""
+        runtime = self.owner._runtime
+        raw = await runtime.send_encoded(
+            agent, payload, trace.traceparent, "interactive", self.left(), "ChatRequest"
+        )
         reply = codec.decode(raw)
         if not streams:
             if isinstance(reply, ModelReply):
