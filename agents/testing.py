@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -102,7 +102,7 @@ class ScriptedModel:
         text, usage = self._answer("stream", prompt, params)
         return TextStream(self._words(text, usage))
 
-    async def _words(self, text: str, usage: Usage) -> AsyncIterator[str | ModelReply]:
+    async def _words(self, text: str, usage: Usage) -> AsyncGenerator[str | ModelReply, None]:
         for i, word in enumerate(text.split(" ")):
             if self.delay_s:
                 await asyncio.sleep(self.delay_s)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import ray.exceptions
@@ -96,7 +96,7 @@ class ModelServerClient:
 
     async def _text(
         self, prompt: Prompt, params: dict[str, Any]
-    ) -> AsyncIterator[str | ModelReply]:
+    ) -> AsyncGenerator[str | ModelReply, None]:
         texts: list[str] = []
         model, reason, usage = self.name, None, Usage()
         async for delta in self.stream_deltas(prompt, **params):
