@@ -51,6 +51,10 @@ __all__ = ["AgentHost"]
 log = logging.getLogger(__name__)
 
 
+_STREAM_BATCHES_AHEAD = 64
+"""Batches a replica's stream may run ahead of a caller that does not read them."""
+
+
 def _trace(traceparent: str | None) -> TraceContext | None:
     return TraceContext.parse(traceparent) if traceparent else None
 
@@ -188,12 +192,14 @@ class AgentHost:
         ex = await self._ready()
         return await ex.send(payload, None, _trace(traceparent), priority)
 
+    @ray.method(_generator_backpressure_num_objects=_STREAM_BATCHES_AHEAD)
     async def deliver_stream(
         self, payload: bytes, traceparent: str | None, priority: Priority
     ) -> AsyncIterator[list[bytes]]:
         """A ``stream``: a Ray streaming generator of batches of encoded items (whatever the
-        handler yielded since the last batch left). The caller closing it cancels the
-        handler."""
+        handler yielded since the last batch left), at most ``_STREAM_BATCHES_AHEAD`` batches
+        ahead of the caller (Ray's generator backpressure; then the handler's ``yield``
+        waits). The caller closing it cancels the handler."""
         ex = await self._ready()
         async for batch in ex.stream(payload, None, _trace(traceparent), priority).batches():
             yield batch

@@ -312,7 +312,7 @@ class AgentExecutor:
             async for item in gen:
                 n += 1
                 if env.stream is not None:
-                    env.stream.put(self._encode_reply(h, item))
+                    await env.stream.put(self._encode_reply(h, item))
                 else:
                     items.append(item)
         finally:

@@ -12,6 +12,10 @@ Items travel in *batches*: everything yielded since the consumer last took some.
 consumer gets each item at once; a busy one (or a slow hop) gets what piled up in one message,
 so a fast producer costs one Ray object per hop, not one per token — the same coalescing the
 model server does for its deltas.
+
+The buffer is bounded (:data:`MAX_BUFFERED` items): a handler that yields faster than its
+caller reads waits at its ``yield`` — backpressure, as a full mailbox gives a sender. Across Ray
+the streaming generator is bounded the same way (``AgentHost.deliver_stream``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from typing import Any
 from agents import codec
 from agents.errors import SendTimeout
 
-__all__ = ["ReplyStream", "decoded"]
+__all__ = ["MAX_BUFFERED", "ReplyStream", "decoded"]
+
+MAX_BUFFERED = 256
+"""Items a streamed reply holds for a caller that lags before the handler's ``yield`` waits."""
 
 
 class ReplyStream:
@@ -34,16 +41,27 @@ class ReplyStream:
     Cancelling it cancels the handler.
     """
 
-    __slots__ = ("_buf", "_wake", "future")
+    __slots__ = ("_buf", "_limit", "_room", "_wake", "future")
 
-    def __init__(self, future: asyncio.Future[bytes | None]) -> None:
+    def __init__(self, future: asyncio.Future[bytes | None], limit: int = MAX_BUFFERED) -> None:
         self.future = future
         self._buf: list[bytes] = []
+        self._limit = limit
         self._wake = asyncio.Event()
-        future.add_done_callback(lambda _: self._wake.set())
+        self._room = asyncio.Event()
+        self._room.set()
+        future.add_done_callback(self._settled)
 
-    def put(self, item: bytes) -> None:
-        """One encoded item from the handler."""
+    def _settled(self, future: asyncio.Future[bytes | None]) -> None:
+        self._wake.set()
+        if not future.cancelled():
+            future.exception()  # seen: batches() raises it; a caller that left needs no log
+
+    async def put(self, item: bytes) -> None:
+        """One encoded item from the handler; waits while ``limit`` items are unread."""
+        while len(self._buf) >= self._limit:
+            self._room.clear()
+            await self._room.wait()
         self._buf.append(item)
         self._wake.set()
 
@@ -56,6 +74,7 @@ class ReplyStream:
                 self._wake.clear()
                 if self._buf:
                     batch, self._buf = self._buf, []
+                    self._room.set()
                     yield batch
                 if self.future.done() and not self._buf:
                     last = self.future.result()  # raises the handler's error

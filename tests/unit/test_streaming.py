@@ -25,6 +25,7 @@ from examples.assistant import Assistant
 from runtime import LocalRuntime, RaygentConfig
 from runtime.config import AgentConfig
 from runtime.gateway.agent_streams import ChatFold
+from runtime.streaming import MAX_BUFFERED
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Counter(Agent):
 
     gate: asyncio.Queue[None] | None = None
     cancelled = 0
+    yielded = 0
 
     @handler
     async def count(self, msg: Count, ctx: Context) -> AsyncIterator[int]:
@@ -48,6 +50,7 @@ class Counter(Agent):
                     raise ValueError(f"failed at {i}")
                 if Counter.gate is not None:
                     await Counter.gate.get()
+                Counter.yielded += 1
                 yield i
                 await asyncio.sleep(msg.pause_s)
         except asyncio.CancelledError:
@@ -67,7 +70,7 @@ class Counter(Agent):
 
 @pytest.fixture(autouse=True)
 def _reset():
-    Counter.gate, Counter.cancelled = None, 0
+    Counter.gate, Counter.cancelled, Counter.yielded = None, 0, 0
 
 
 async def _collect(stream: AsyncIterator[int], into: list[int]) -> None:
@@ -126,6 +129,18 @@ async def test_leaving_early_or_timing_out_cancels_the_handler():
                 break
             await asyncio.sleep(0.01)
         assert Counter.cancelled == 2
+
+
+async def test_a_handler_waits_at_yield_while_its_caller_lags():
+    async with LocalRuntime([Counter]) as rt:
+        stream = rt.stream("counter", Count(5000))
+        assert await anext(stream) == 0
+        for _ in range(3000):  # let the handler run as far as the buffer lets it
+            await asyncio.sleep(0)
+        produced = Counter.yielded
+        assert MAX_BUFFERED <= produced <= MAX_BUFFERED + 2  # not the 5000 it would yield
+        rest = [x async for x in stream]
+        assert rest == list(range(1, 5000))  # nothing lost or reordered by the waits
 
 
 async def test_a_full_mailbox_refuses_a_stream_with_backpressure():

@@ -171,7 +171,9 @@ async def test_full_mailboxes_give_backpressure(rt):
     refused = [r for r in results if isinstance(r, Backpressure)]
     # Every call was either served or refused at once: nothing accepted was lost.
     assert len(served) + len(refused) == 20
-    assert len(served) >= 10 and refused
+    # Each replica accepts its 4 mailbox slots, plus a 5th if its worker took the first
+    # message before the rest arrived (a race that a busy machine loses): 8 to 10 served.
+    assert 8 <= len(served) <= 10 and refused
 
 
 async def test_a_stream_arrives_item_by_item_from_the_actor(rt):
