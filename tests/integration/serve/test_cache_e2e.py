@@ -103,6 +103,19 @@ def test_a_streamed_miss_is_cached_for_the_next_request(gateway_url):
     assert sse_text(again) == sse_text(first)
 
 
+def test_a_streaming_agent_answer_is_cached_whole_and_replayed(gateway_url):
+    text = f"words to cache {uuid.uuid4().hex[:8]}"
+    body = chat(text, model="agent:words", stream=True)
+    first = post(gateway_url, body, key(0))
+    assert first.headers["x-raygent-cache"] == "miss" and sse_text(first) == text
+    again = post(gateway_url, body, key(0))
+    assert again.headers["x-raygent-cache"] == "hit" and sse_text(again) == text
+    plain = post(gateway_url, {**body, "stream": False}, key(0))  # one entry serves both forms
+    assert plain.headers["x-raygent-cache"] == "hit"
+    assert plain.json()["choices"][0]["message"]["content"] == text
+    assert plain.json()["usage"]["completion_tokens"] == len(text.split())
+
+
 def test_errors_are_not_cached(gateway_url):
     body = {
         "model": "agent:flaky",
