@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -352,25 +353,16 @@ class ClusterClient:
     ) -> bytes:
         """``send`` of an already encoded message; returns the encoded reply (the gateway
         relays bytes without decoding them twice)."""
-        if self._serve is not None:
-            ref = self._serve(agent).deliver.remote(payload, traceparent, priority)
-            replica = None
-        else:
-            member = self._pick(agent)
-            ref = member.handle.deliver.remote(payload, traceparent, priority)
-            replica = member.replica_id
-            self._inflight[replica] += 1
-        try:
-            return await asyncio.wait_for(translate(ref, agent), timeout_s)
-        except asyncio.TimeoutError:
-            cancel_call(ref)
-            raise SendTimeout(agent, what, timeout_s or 0.0) from None
-        except asyncio.CancelledError:
-            cancel_call(ref)
-            raise
-        finally:
-            if replica is not None:
-                self._inflight[replica] -= 1
+        with self._target(agent) as (target, _):
+            ref = target.deliver.remote(payload, traceparent, priority)
+            try:
+                return await asyncio.wait_for(translate(ref, agent), timeout_s)
+            except asyncio.TimeoutError:
+                cancel_call(ref)
+                raise SendTimeout(agent, what, timeout_s or 0.0) from None
+            except asyncio.CancelledError:
+                cancel_call(ref)
+                raise
 
     async def stream(
         self,
@@ -394,28 +386,35 @@ class ClusterClient:
         """``stream`` of an already encoded message: batches of encoded items, from a Ray
         streaming generator (or Serve's stream) over ``AgentHost.deliver_stream``. Closing it
         early cancels the remote handler."""
+        with self._target(agent, stream=True) as (target, direct):
+            gen = target.deliver_stream.remote(payload, traceparent, priority)
+            finished = False
+            try:
+                async for item in gen:
+                    # A Ray generator yields refs (awaited here); Serve's yields the values.
+                    yield await translate(item, agent) if direct else item
+                finished = True
+            except _RAY_ERRORS as exc:
+                finished = True
+                _raise_sdk_error(exc, agent)
+            finally:
+                if not finished:
+                    cancel_call(gen)
+
+    @contextlib.contextmanager
+    def _target(self, agent: str, stream: bool = False) -> Iterator[tuple[Any, bool]]:
+        """What to call for ``agent``, and whether it is one replica's actor handle. Under
+        Serve: the deployment's handle (Serve's router picks). Standalone: the less busy of two
+        replicas, counted in flight while the block runs."""
         if self._serve is not None:
-            gen = self._serve_stream(agent).deliver_stream.remote(payload, traceparent, priority)
-            replica = None
-        else:
-            member = self._pick(agent)
-            gen = member.handle.deliver_stream.remote(payload, traceparent, priority)
-            replica = member.replica_id
-            self._inflight[replica] += 1
-        finished = False
+            yield (self._serve_stream(agent) if stream else self._serve(agent)), False
+            return
+        member = self._pick(agent)
+        self._inflight[member.replica_id] += 1
         try:
-            async for item in gen:
-                # A Ray generator yields refs (awaited here); Serve's yields the values.
-                yield await translate(item, agent) if replica is not None else item
-            finished = True
-        except _RAY_ERRORS as exc:
-            finished = True
-            _raise_sdk_error(exc, agent)
+            yield member.handle, True
         finally:
-            if not finished:
-                cancel_call(gen)
-            if replica is not None:
-                self._inflight[replica] -= 1
+            self._inflight[member.replica_id] -= 1
 
     def _encode_request(self, agent: str, msg: Any) -> bytes:
         """Check that ``agent`` takes ``msg`` (before any network hop) and encode it."""

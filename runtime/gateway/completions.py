@@ -343,12 +343,12 @@ class _Call:
             raise _timeout(self.owner._timeout)
         return left
 
-    async def whole(self) -> Completed:
-        """The whole answer of the target."""
+    async def whole(self, stream: bool = False) -> Completed:
+        """The whole answer of the target (``stream``: for a caller that streams it)."""
         with self.owner._telemetry.span(self._span_name(), self.trace) as span:
             try:
                 if self.target.agent is not None:
-                    done = await self._agent(span.context)
+                    done = await self._agent(span.context, stream)
                 else:
                     done = await asyncio.wait_for(self._model(span.context), self.left())
             except asyncio.TimeoutError:
@@ -376,8 +376,8 @@ class _Call:
         routes = self.owner._runtime.spec.classes[self.target.agent or ""].routes()
         return codec.encode(msg), routes.find("direct", None, msg).streams
 
-    async def _agent(self, trace: TraceContext) -> Completed:
-        payload, streams = self._agent_request(stream=False)
+    async def _agent(self, trace: TraceContext, stream: bool) -> Completed:
+        payload, streams = self._agent_request(stream)
         agent = self.target.agent or ""
         runtime = self.owner._runtime
         raw = await runtime.send_encoded(
@@ -405,12 +405,11 @@ class _Call:
         a returning agent's whole reply is one delta per choice. Each step is bounded by what
         is left of the request's timeout."""
         if self.target.agent is not None:
-            payload, streams = self._agent_request(stream=True)
-            if streams:
-                async for delta in self._agent_stream(payload):
+            if self.owner._runtime.spec.classes[self.target.agent].routes().streams(ChatRequest):
+                async for delta in self._agent_stream():
                     yield delta
                 return
-            done = await self.whole()
+            done = await self.whole(stream=True)
             for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
                 last = i == len(done.texts) - 1
                 yield ModelDelta(text, i, done.model, reason, done.usage if last else None)
@@ -429,8 +428,9 @@ class _Call:
         finally:
             await gen.aclose()
 
-    async def _agent_stream(self, payload: bytes) -> AsyncIterator[ModelDelta]:
+    async def _agent_stream(self) -> AsyncIterator[ModelDelta]:
         agent = self.target.agent or ""
+        payload, _ = self._agent_request(stream=True)
         self.streamed_agent = True
         with self.owner._telemetry.span(self._span_name(), self.trace) as span:
             batches = self.owner._runtime.stream_encoded(
