@@ -171,9 +171,10 @@ async def test_full_mailboxes_give_backpressure(rt):
     refused = [r for r in results if isinstance(r, Backpressure)]
     # Every call was either served or refused at once: nothing accepted was lost.
     assert len(served) + len(refused) == 20
-    # Each replica accepts its 4 mailbox slots, plus a 5th if its worker took the first
-    # message before the rest arrived (a race that a busy machine loses): 8 to 10 served.
-    assert 8 <= len(served) <= 10 and refused
+    # Each replica accepts at least its 4 mailbox slots (a 5th if its worker took the first
+    # message before the rest arrived). Calls still on their way when the release comes may
+    # find room again, so more than 10 can be served: the bound is only from below.
+    assert len(served) >= 8 and refused
 
 
 async def test_a_stream_arrives_item_by_item_from_the_actor(rt):
