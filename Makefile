@@ -9,7 +9,7 @@ PIP         := $(BIN)/pip install --disable-pip-version-check -q -c $(CONSTRAINT
 REDIS_PORT  ?= 6379
 PYTEST_ARGS ?=
 
-.PHONY: run test check lint format venv venv-cpu redis bench-shm bench-runtime bench-models clean
+.PHONY: run test check lint format venv venv-cpu redis bench bench-shm bench-runtime bench-models clean
 
 run: venv-cpu  ## serve the application with the embedded defaults (or $RAYGENT_CONFIG)
 	$(BIN)/serve run serve_app:app
@@ -49,6 +49,9 @@ $(VENV)/.raygent-cpu: $(VENV)/.raygent-test
 
 redis:
 	REDIS_PORT=$(REDIS_PORT) scripts/ensure-redis.sh
+
+bench: venv-cpu  ## raygent vs plain vLLM on the same model: goals, ratios, HTML (bench/results/suite)
+	$(BIN)/python -m bench suite --start --sweep 1,4,16,32 --duration 15 --out bench/results/suite
 
 bench-shm: venv
 	$(BIN)/python -m bench.shm

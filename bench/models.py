@@ -206,6 +206,7 @@ def deploy(name: str, warmup_requests: int, env: dict[str, str]):
     from runtime.models import ModelServerClient, model_deployment
 
     cfg = ModelConfig(
+        placement="deployment",
         load="eager",
         engine_args=ENGINE_ARGS,
         warmup=WarmupConfig(requests=warmup_requests),

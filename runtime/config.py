@@ -144,8 +144,14 @@ class WarmupConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """One model, served by its own ModelServer deployment."""
+    """One model: a vLLM engine in every gateway replica, or in its own deployment."""
 
+    placement: Literal["gateway", "deployment"] = "gateway"
+    """gateway: each gateway replica holds the engine and answers the model's routes itself
+    (HTTP -> engine with no Ray hop, as plain vLLM's API server; scale with
+    ``gateway.replicas``); deployment: a ModelServer deployment of its own, reached over a Serve
+    handle (one hop per request; scales apart from the gateway with ``replicas`` or
+    ``autoscaling``, e.g. one replica per GPU)."""
     source: str = Field("builtin:tiny", min_length=1)
     """``builtin:tiny`` (generated locally), a local directory, or a hub id."""
     revision: str | None = None
@@ -181,6 +187,18 @@ class ModelConfig(_Section):
     routing_stats_period_s: float = Field(2.0, gt=0)
     """How often Serve collects each replica's readiness for routing; until a replica reports
     itself warm, requests go to warm replicas when there are any."""
+
+    @model_validator(mode="after")
+    def _scaled_where_placed(self) -> ModelConfig:
+        if self.placement == "gateway":
+            for name in ("replicas", "autoscaling", "max_ongoing_requests"):
+                if name in self.model_fields_set:
+                    raise ValueError(
+                        f"{name} applies to placement 'deployment'; a model with placement "
+                        "'gateway' runs in every gateway replica (set gateway.replicas, "
+                        "gateway.autoscaling or gateway.max_ongoing_requests instead)"
+                    )
+        return self
 
 
 class CacheConfig(_Section):
@@ -268,7 +286,16 @@ class TelemetryConfig(_Section):
 
 
 class GatewayConfig(_Section):
-    """The HTTP gateway deployment (the ingress behind Serve's proxy)."""
+    """The HTTP gateway deployment: the application's ingress, and the host of its models."""
+
+    ingress: Literal["haproxy", "proxy"] = "haproxy"
+    """What accepts HTTP in front of the gateway replicas when ``serve run serve_app:app``
+    starts Ray: ``haproxy``, Serve's HAProxy ingress (``RAY_SERVE_ENABLE_HA_PROXY=1``: HAProxy
+    forwards each request straight to a gateway replica's own HTTP server), or ``proxy``, Serve's
+    Python proxy actor (one more process and Ray call per request). Either way the listen host
+    is Serve's ``http_options.host``: loopback unless ``RAY_SERVE_DEFAULT_HTTP_HOST`` (or
+    ``http_options`` in a Serve config file) says otherwise. A cluster that is already running
+    keeps the ingress it was started with."""
 
     replicas: int = Field(1, ge=1)
     """Gateway replicas (Serve's proxy spreads requests over them)."""

@@ -37,6 +37,7 @@ from agents.errors import ReplicaUnavailable
 from runtime.agent_host import AgentHost
 from runtime.cluster import AppSpec
 from runtime.models.client import ModelServerClient
+from runtime.models.routes import ModelAt, resolve_model
 from runtime.ray_registry import Registry, TaskQueueActor
 from runtime.serving import (
     REGISTRY,
@@ -66,7 +67,9 @@ class ServedAgent(AgentHost):
         agent: which agent this deployment runs.
         registry: the registry deployment's handle.
         queue: the task queue deployment's handle, or None when Redis holds the queues.
-        models: handles of the model deployments this agent may use, by model name.
+        models: the models this agent may use, by name: the handle of a model's deployment,
+            or where it is hosted (``ModelAt`` the gateway, resolved here: binding the gateway
+            into the agents it binds would be a cycle).
     """
 
     async def __init__(
@@ -75,12 +78,15 @@ class ServedAgent(AgentHost):
         agent: str,
         registry: DeploymentHandle,
         queue: DeploymentHandle | None,
-        models: dict[str, DeploymentHandle],
+        models: dict[str, DeploymentHandle | ModelAt],
     ) -> None:
         ctx = serve.get_replica_context()
         rank = getattr(ctx, "rank", None)
         index = getattr(rank, "rank", rank) if rank is not None else 0
-        clients = {name: ModelServerClient(h, name) for name, h in models.items()}
+        clients = {
+            name: ModelServerClient(resolve_model(h, ctx.app_name), name)
+            for name, h in models.items()
+        }
         super().__init__(spec, agent, int(index), registry, queue, clients, serve_app=ctx.app_name)
         await self.start()
 
@@ -133,7 +139,7 @@ def agent_deployment(
     agent: str,
     registry_app: Application,
     queue_app: Application | None,
-    models: dict[str, Application],
+    models: dict[str, Application | ModelAt],
 ) -> Application:
     """The bound deployment of ``agent``.
 

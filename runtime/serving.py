@@ -7,19 +7,28 @@ Kept apart from the deployments themselves so that the runtime's clients (which 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
-from runtime.config import AutoscalingConfig, ResourcesConfig
+from runtime.config import AutoscalingConfig, GatewayConfig, ResourcesConfig
 
 __all__ = [
+    "GATEWAY",
     "REGISTRY",
     "TASK_QUEUE",
     "actor_options",
     "agent_deployment_name",
+    "prepare_ray_env",
     "scaling_options",
     "serve_handles",
 ]
+
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+"""Serve's switch for its HAProxy ingress; read by every Ray process when it starts."""
+
+GATEWAY = "Gateway"
+"""The application's HTTP ingress; it also hosts the models with ``placement: gateway``."""
 
 REGISTRY = "Registry"
 """The application's registry (membership and shared state feeds)."""
@@ -46,13 +55,23 @@ def serve_handles(app_name: str) -> Callable[[str], Any]:
     return handle
 
 
-def actor_options(resources: ResourcesConfig) -> dict[str, Any]:
-    """Serve's ``ray_actor_options`` for a replica with ``resources``."""
-    out: dict[str, Any] = {"num_cpus": resources.num_cpus, "num_gpus": resources.num_gpus}
-    if resources.memory_bytes is not None:
-        out["memory"] = resources.memory_bytes
-    if resources.custom:
-        out["resources"] = dict(resources.custom)
+def actor_options(resources: ResourcesConfig, *more: ResourcesConfig) -> dict[str, Any]:
+    """Serve's ``ray_actor_options`` for a replica with ``resources`` (plus ``more``: a gateway
+    replica reserves its own and those of the models it hosts)."""
+    every = (resources, *more)
+    out: dict[str, Any] = {
+        "num_cpus": sum(r.num_cpus for r in every),
+        "num_gpus": sum(r.num_gpus for r in every),
+    }
+    memory = [r.memory_bytes for r in every if r.memory_bytes is not None]
+    if memory:
+        out["memory"] = sum(memory)
+    custom: dict[str, float] = {}
+    for r in every:
+        for k, v in r.custom.items():
+            custom[k] = custom.get(k, 0.0) + v
+    if custom:
+        out["resources"] = custom
     return out
 
 
@@ -67,3 +86,27 @@ def scaling_options(replicas: int, autoscaling: AutoscalingConfig | None) -> dic
             "target_ongoing_requests": autoscaling.target_ongoing_requests,
         }
     }
+
+
+def prepare_ray_env(gateway: GatewayConfig) -> bool:
+    """Set up the environment of the Ray cluster this process is about to start.
+
+    ``serve run serve_app:app`` imports the application *before* it calls ``ray.init``, and the
+    processes Ray starts inherit this process's environment; so this is the one moment at which
+    the application can pick Serve's ingress (``gateway.ingress``). A variable the user set
+    already wins, and a process already connected to Ray (a test, ``serve deploy`` against a
+    running cluster) is left alone: its cluster's ingress was chosen when it started.
+
+    The listen host does not change: Serve forces all interfaces only when the variable is set
+    before ``ray.serve`` is imported, which is not the case here, so ``http_options.host``
+    keeps its loopback default.
+
+    Returns:
+        Whether the environment was changed.
+    """
+    import ray
+
+    if ray.is_initialized() or HA_PROXY_ENV in os.environ:
+        return False
+    os.environ[HA_PROXY_ENV] = "1" if gateway.ingress == "haproxy" else "0"
+    return True

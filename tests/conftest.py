@@ -29,9 +29,13 @@ async def _no_leaked_tasks():
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session (each start costs seconds on 2
-    cores). Workers can import the test agent modules in tests/integration/ray."""
+    cores), with Serve's HAProxy ingress. Workers can import the test agent modules in
+    tests/integration/ray."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
+        # The ingress ``serve run serve_app:app`` picks by default (runtime.serving), so the
+        # Serve tests cross what users' requests cross.
+        os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
         path = os.pathsep.join(
             p for p in (str(RAY_TEST_AGENTS_DIR), os.environ.get("PYTHONPATH")) if p
         )

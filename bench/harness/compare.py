@@ -3,8 +3,8 @@
 Steps are paired by position (the sweeps of A and B are expected to have the same shape, e.g.
 raygent vs plain vLLM at the same concurrencies, or one commit before and after a change); the
 extra steps of the longer run are ignored with a note. For each pair and key metric: A, B,
-``B - A`` and ``(B - A) / A`` in percent, plus the ratio ``B / A`` of throughput and TTFT
-median that the suite calls the *overhead ratio*.
+``B - A`` and ``(B - A) / A`` in percent, plus the ratios ``B / A`` of throughput, TTFT median
+and TPOT median that the suite calls the *overhead ratios*.
 
 Example:
     raygent-bench compare vllm/result.json raygent/result.json --out cmp/
@@ -83,6 +83,8 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         thr_b = _get(sb["summary"], ("request_throughput",))
         ttft_a = _get(sa["summary"], ("ttft_ms", "median"))
         ttft_b = _get(sb["summary"], ("ttft_ms", "median"))
+        tpot_a = _get(sa["summary"], ("tpot_ms", "median"))
+        tpot_b = _get(sb["summary"], ("tpot_ms", "median"))
         pairs.append(
             {
                 "step": i,
@@ -91,6 +93,7 @@ def compare_results(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
                 "metrics": rows,
                 "throughput_ratio": thr_b / thr_a if thr_a and thr_b is not None else None,
                 "ttft_ratio": ttft_b / ttft_a if ttft_a and ttft_b is not None else None,
+                "tpot_ratio": tpot_b / tpot_a if tpot_a and tpot_b is not None else None,
             }
         )
     return {

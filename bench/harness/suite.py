@@ -4,14 +4,19 @@ Parts (each a set of ordinary ``run``s, written under ``--out`` as ``<part>/resu
 
 1. **overhead** -- raygent (``--model``, default ``default``: the model path, no agent) against
    plain vLLM serving the same model (``--peer-url``/``--peer-model``), closed loop over the
-   ``--sweep`` concurrencies; per step the overhead ratios raygent/vLLM of request throughput
-   and TTFT median (:mod:`bench.harness.compare`).
-2. **cache** -- raygent with ``--repeat-fraction`` of repeated requests at temperature 0: hit
+   ``--sweep`` concurrencies; per step the overhead ratios raygent/vLLM of request throughput,
+   TTFT median and TPOT median (:mod:`bench.harness.compare`).
+2. **agent** -- the same sweep against ``--agent-model`` (default ``agent:assistant``, an agent
+   that streams the model's answer): its throughput, TTFT and TPOT against the model path's.
+3. **cache** -- raygent with ``--repeat-fraction`` of repeated requests at temperature 0: hit
    ratio and the latency of hits vs misses.
-3. **cold start** -- with ``--start`` only: process start -> ready (``/readyz`` 200, or vLLM's
+4. **cold start** -- with ``--start`` only: process start -> ready (``/readyz`` 200, or vLLM's
    ``/v1/models``) -> first token of one request, for raygent and for plain vLLM.
-4. **saturation** -- raygent, a step ramp of concurrencies (``--ramp``, 1 -> 2 -> 4 -> ...)
+5. **saturation** -- raygent, a step ramp of concurrencies (``--ramp``, 1 -> 2 -> 4 -> ...)
    until throughput stops rising by 10 % or errors exceed 5 %.
+
+``suite.json`` and the page open with the **goals** (:data:`GOALS`): each ratio the serving path
+is held to, its value in this run, and whether it is met.
 
 Without ``--start`` the suite starts nothing: ``--url`` is a running raygent, ``--peer-url`` a
 running vLLM (the overhead part is skipped without one). With ``--start`` it brings up each
@@ -44,7 +49,17 @@ from bench.harness.servers import ManagedServer, start_raygent, start_vllm
 from bench.harness.svg import bar_chart, line_chart
 from bench.harness.workload import Job, WorkloadConfig, build_body
 
-__all__ = ["add_suite_args", "suite_command"]
+__all__ = ["GOALS", "add_suite_args", "goals", "suite_command"]
+
+GOALS: tuple[tuple[str, str, float], ...] = (
+    ("throughput", ">=", 0.9),  # raygent / plain vLLM, every step of the sweep
+    ("ttft_p50", "<=", 1.3),
+    ("tpot_p50", "<=", 1.2),
+    ("cold_start", "<=", 1.2),  # start -> ready, raygent / plain vLLM
+    ("agent_vs_model", ">=", 0.9),  # agent stream / model stream throughput, every step
+    ("cache_hit_p50_ms", "<=", 2.0),  # E2E of a cache hit, milliseconds (not a ratio)
+)
+"""The serving path's goals: (name, comparison, bound)."""
 
 
 def add_suite_args(p: argparse.ArgumentParser) -> None:
@@ -53,6 +68,7 @@ def add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer-url", help="plain vLLM's base URL (overhead part)")
     p.add_argument("--model", default="default", help="raygent model for overhead and ramp")
     p.add_argument("--cache-model", help="model / agent for the cache part (default --model)")
+    p.add_argument("--agent-model", default="agent:assistant", help="agent of the agent part")
     p.add_argument("--peer-model", help="the model name plain vLLM serves (default: tiny path)")
     p.add_argument("--api-key")
     p.add_argument("--sweep", default="1,2,4,8", help="concurrencies of the overhead part")
@@ -62,7 +78,7 @@ def add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-len", type=int, default=32)
     p.add_argument("--repeat-fraction", type=float, default=0.5)
     p.add_argument("--slo", default="ttft_ms=1000,tpot_ms=100")
-    p.add_argument("--parts", default="overhead,cache,cold,saturation")
+    p.add_argument("--parts", default="overhead,agent,cache,cold,saturation")
     p.add_argument("--ready-timeout", type=float, default=600.0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
@@ -185,11 +201,18 @@ def suite_command(a: argparse.Namespace) -> int:
                 res.setdefault("cold_start", []).append(_cold(server, a.model, a))
             else:
                 server.wait_ready(a.ready_timeout, "--ready-timeout")
-        if "overhead" in parts and "peer" in results:
+        if ("overhead" in parts and "peer" in results) or "agent" in parts:
             results["raygent"] = _run(
                 _cfg(a, url, a.model, sweep, label="raygent"), out / "overhead-raygent"
             )
-            res["overhead"] = compare_results(results["peer"], results["raygent"])
+            if "peer" in results:
+                res["overhead"] = compare_results(results["peer"], results["raygent"])
+        if "agent" in parts:
+            results["agent"] = _run(
+                _cfg(a, url, a.agent_model, sweep, label=f"raygent {a.agent_model}"),
+                out / "agent",
+            )
+            res["agent"] = compare_results(results["raygent"], results["agent"])
         if "cache" in parts:
             results["cache"] = _run(
                 _cfg(
@@ -212,6 +235,8 @@ def suite_command(a: argparse.Namespace) -> int:
         if server is not None:
             server.stop()
     res["wall_s"] = time.perf_counter() - t0
+    res["goals"] = goals(res, results.get("cache"))
+    _print_goals(res["goals"])
     res["runs"] = {k: str(out / d) for k, d in _DIRS.items() if k in results}
     (out / "suite.json").write_text(json.dumps(res, indent=1, default=str))
     (out / "suite.html").write_text(render_suite(res, results))
@@ -222,14 +247,67 @@ def suite_command(a: argparse.Namespace) -> int:
 _DIRS = {
     "peer": "overhead-vllm",
     "raygent": "overhead-raygent",
+    "agent": "agent",
     "cache": "cache",
     "saturation": "saturation",
 }
 
 
+def goals(res: dict[str, Any], cache: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each goal of :data:`GOALS` per step it applies to: ``value`` (None if not measured in
+    this run) and ``met``."""
+    values: dict[str, list[tuple[str, float | None]]] = {}
+    for name, key, source in (
+        ("throughput", "throughput_ratio", "overhead"),
+        ("ttft_p50", "ttft_ratio", "overhead"),
+        ("tpot_p50", "tpot_ratio", "overhead"),
+        ("agent_vs_model", "throughput_ratio", "agent"),
+    ):
+        pairs = (res.get(source) or {}).get("pairs", [])
+        values[name] = [(p["label_a"], p[key]) for p in pairs] or [("-", None)]
+    cold = {c["server"]: c["ready_s"] for c in res.get("cold_start", [])}
+    ratio = cold["raygent"] / cold["vllm"] if cold.get("raygent") and cold.get("vllm") else None
+    values["cold_start"] = [("start -> ready", ratio)]
+    hit = None
+    if cache is not None:
+        hit = _dig(cache["steps"][0]["summary"], ("cache", "hit_latency", "e2el_ms", "median"))
+    values["cache_hit_p50_ms"] = [("concurrency 4, repeats", hit)]
+    out = []
+    for name, op, bound in GOALS:
+        for where, value in values[name]:
+            met = None if value is None else value >= bound if op == ">=" else value <= bound
+            out.append(
+                {"goal": name, "where": where, "value": value, "op": op, "bound": bound, "met": met}
+            )
+    return out
+
+
+def _print_goals(rows: list[dict[str, Any]]) -> None:
+    print("goals (raygent / plain vLLM unless stated):")
+    for g in rows:
+        value = "-" if g["value"] is None else f"{g['value']:.3g}"
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[g["met"]]
+        print(f"  {g['goal']:<18}{g['where']:<24}{value:>8}  {g['op']} {g['bound']:<5} {verdict}")
+
+
 def render_suite(res: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
     """One page: overhead (ratios and A/B charts), cache, cold start, saturation ramp."""
-    body = ["<h1>raygent-bench suite</h1>"]
+    body = ["<h1>raygent-bench suite</h1>", "<h2>Goals</h2>"]
+    body.append(
+        table(
+            ["goal", "where", "value", "goal", "met"],
+            [
+                [
+                    g["goal"],
+                    g["where"],
+                    g["value"],
+                    f"{g['op']} {g['bound']:g}",
+                    {True: "yes", False: "NO", None: "-"}[g["met"]],
+                ]
+                for g in res.get("goals", [])
+            ],
+        )
+    )
     ov = res.get("overhead")
     body.append("<h2>raygent vs plain vLLM</h2>")
     if ov:
@@ -242,6 +320,7 @@ def render_suite(res: dict[str, Any], results: dict[str, dict[str, Any]]) -> str
                 [
                     ("throughput ratio", xs, [p["throughput_ratio"] for p in ov["pairs"]]),
                     ("TTFT p50 ratio", xs, [p["ttft_ratio"] for p in ov["pairs"]]),
+                    ("TPOT p50 ratio", xs, [p["tpot_ratio"] for p in ov["pairs"]]),
                 ],
                 "Overhead ratios raygent / vLLM (1 = no overhead)",
                 "concurrency",
@@ -275,23 +354,36 @@ def render_suite(res: dict[str, Any], results: dict[str, dict[str, Any]]) -> str
                     "vLLM TTFT p50",
                     "raygent TTFT p50",
                     "ratio",
+                    "vLLM TPOT p50",
+                    "raygent TPOT p50",
+                    "ratio",
                 ],
-                [
-                    [
-                        p["label_a"],
-                        p["metrics"][0]["a"],
-                        p["metrics"][0]["b"],
-                        p["throughput_ratio"],
-                        p["metrics"][3]["a"],
-                        p["metrics"][3]["b"],
-                        p["ttft_ratio"],
-                    ]
-                    for p in ov["pairs"]
-                ],
+                _ratio_rows(ov),
             )
         )
     else:
         body.append('<p class="muted">Not run (no --peer-url, or part not selected).</p>')
+    body.append("<h2>Agent stream vs model stream</h2>")
+    if res.get("agent"):
+        body.append(
+            table(
+                [
+                    "step",
+                    "model req/s",
+                    "agent req/s",
+                    "ratio",
+                    "model TTFT p50",
+                    "agent TTFT p50",
+                    "ratio",
+                    "model TPOT p50",
+                    "agent TPOT p50",
+                    "ratio",
+                ],
+                _ratio_rows(res["agent"]),
+            )
+        )
+    else:
+        body.append('<p class="muted">Not run.</p>')
     body.append("<h2>Cold start</h2>")
     cold = res.get("cold_start")
     if cold:
@@ -328,6 +420,22 @@ def render_suite(res: dict[str, Any], results: dict[str, dict[str, Any]]) -> str
                 continue
             body.append(f"<h3>{escape(h)}</h3>{html}")
     return page("raygent-bench suite", "".join(body))
+
+
+def _ratio_rows(cmp: dict[str, Any]) -> list[list[Any]]:
+    """Per step: A and B and B/A of throughput, TTFT p50 and TPOT p50."""
+    rows = []
+    for p in cmp["pairs"]:
+        m = {r["metric"]: r for r in p["metrics"]}
+        row: list[Any] = [p["label_a"]]
+        for metric, ratio in (
+            ("request throughput (req/s)", "throughput_ratio"),
+            ("TTFT median (ms)", "ttft_ratio"),
+            ("TPOT median (ms)", "tpot_ratio"),
+        ):
+            row += [m[metric]["a"], m[metric]["b"], p[ratio]]
+        rows.append(row)
+    return rows
 
 
 def _dig(d: dict[str, Any], path: tuple[str, ...]) -> float | None:

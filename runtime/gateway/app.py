@@ -2,10 +2,17 @@
 
 ::
 
-    Gateway ──► Agent-<name> (one deployment per agent) ──► ModelServer-<model>
-       │             │   ▲ co-located replicas: shm rings
-       │             ▼   │
-       └──────► Registry (membership, shared state)   TaskQueue (only without Redis)
+    HTTP ─► Gateway [engines of the models with placement: gateway, in-process]
+       │        ▲ ctx.llm of agents                    └─► ModelServer-<model> (placement:
+       │        │                                          deployment; one Serve hop)
+       ├──► Agent-<name> (one deployment per agent)
+       │        │   ▲ co-located replicas: shm rings
+       │        ▼   │
+       └──► Registry (membership, shared state)   TaskQueue (only without Redis)
+
+A request for a gateway-hosted model crosses the ingress and one gateway replica, which holds
+the vLLM engine (as plain vLLM's API server does): no Ray call, no copy of a delta between
+processes. Agents reach such a model through the gateway deployment's handle (``ModelAt``).
 
 Binding the parts as the gateway's (and agents') constructor arguments puts them in one Serve
 application, so ``serve run``/``serve deploy`` start them together and ``serve shutdown`` stops
@@ -24,6 +31,7 @@ from runtime.gateway.service import gateway_deployment
 from runtime.local import settings_for
 from runtime.models import model_deployments
 from runtime.serve_agents import agent_deployment, queue_deployment, registry
+from runtime.serving import prepare_ray_env
 
 __all__ = ["build_app"]
 
@@ -47,6 +55,7 @@ def build_app(config: RaygentConfig) -> Application:
         ConfigError: an agent cannot be imported, two agents share a name, an agent names an
             unknown model, or fallbacks form a cycle.
     """
+    prepare_ray_env(config.gateway)
     spec = app_spec(config)
     models = model_deployments(config)
     reg = registry()
@@ -62,7 +71,7 @@ def build_app(config: RaygentConfig) -> Application:
     agents = {}
     for name, cls in spec.classes.items():
         wanted = spec.settings[name].model or cls.model
-        if wanted is not None and wanted not in models:
+        if wanted is not None and wanted not in config.models:
             raise ConfigError(
                 f"agent {name!r} uses model {wanted!r}, which is not configured; "
                 f"models: {sorted(models)}"

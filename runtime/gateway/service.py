@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import ray
@@ -37,7 +38,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from agents import codec
-from agents.errors import AgentError
+from agents.errors import AgentError, UnknownModel
 from agents.tracing import TraceContext
 from runtime.cache import ResponseCache
 from runtime.cluster import AppSpec, ClusterClient
@@ -55,14 +56,22 @@ from runtime.gateway.schema import (
 )
 from runtime.local import encode_checked
 from runtime.metrics import Metrics
-from runtime.models import ModelServerClient
+from runtime.models import (
+    LocalModel,
+    ModelAt,
+    ModelDelta,
+    ModelHost,
+    ModelServerClient,
+    health_options,
+    warm_first_router,
+)
 from runtime.queues import make_task_queue
 from runtime.ray_registry import ActorTaskQueue
-from runtime.serving import actor_options, scaling_options
+from runtime.serving import GATEWAY, actor_options, scaling_options
 from runtime.streaming import decoded
 from runtime.telemetry import Telemetry
 
-__all__ = ["gateway_deployment"]
+__all__ = ["gateway_deployment", "hosted_models"]
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +146,48 @@ def build_http(config: RaygentConfig) -> FastAPI:
     return http
 
 
+def hosted_models(config: RaygentConfig) -> list[str]:
+    """The models each gateway replica holds (``placement: gateway``), fallbacks first (so a
+    host's fallback exists when the host is built)."""
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        model = config.models[name]
+        if model.fallback and model.fallback not in order:
+            visit(model.fallback)
+        if name not in order:
+            order.append(name)
+
+    for name in config.models:
+        visit(name)
+    return [n for n in order if config.models[n].placement == "gateway"]
+
+
 def gateway_deployment(config: RaygentConfig) -> Any:
-    """The Gateway deployment class for ``config`` (bind it with the application's parts)."""
+    """The Gateway deployment class for ``config`` (bind it with the application's parts).
+
+    A replica reserves its own resources plus those of the models it hosts; with hosted
+    models, Serve's health checks run their engines' checks and agents' calls to those models
+    go to warm replicas first (:class:`~runtime.models.router.WarmFirstRequestRouter`).
+    """
     http = build_http(config)
     gw = config.gateway
+    hosted = [config.models[n] for n in hosted_models(config)]
+    ray_options = actor_options(gw.resources, *(m.resources for m in hosted))
+    # Serve runs user code on a second event loop by default; then every ASGI message of a
+    # streamed answer crosses threads (call_soon_threadsafe + a GIL handoff per chunk). The
+    # gateway never blocks its loop (engine builds, imports and Redis go through awaits or
+    # threads), so it runs on Serve's own loop, as Serve's throughput-optimized mode does.
+    ray_options["runtime_env"] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
     options = {
-        "name": "Gateway",
-        "ray_actor_options": actor_options(gw.resources),
+        "name": GATEWAY,
+        "ray_actor_options": ray_options,
         "max_ongoing_requests": gw.max_ongoing_requests,
         **scaling_options(gw.replicas, gw.autoscaling),
     }
+    if hosted:
+        options.update(health_options(hosted))
+        options["request_router_config"] = warm_first_router(hosted)
 
     @serve.deployment(**options)
     @serve.ingress(http)
@@ -157,7 +198,8 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             spec: the application's shape.
             registry: the registry deployment's handle.
             queue: the task queue deployment's handle, or None (Redis holds the queues).
-            models: model deployment handles by name.
+            models: by model name, the handle of the model's deployment, or a ``ModelAt``
+                this deployment (the model is hosted here).
             agents: agent deployment handles by name.
         """
 
@@ -166,14 +208,21 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             spec: AppSpec,
             registry: DeploymentHandle,
             queue: DeploymentHandle | None,
-            models: dict[str, DeploymentHandle],
+            models: dict[str, DeploymentHandle | ModelAt],
             agents: dict[str, DeploymentHandle],
         ) -> None:
             ctx = serve.get_replica_context()
             cfg = spec.config
             self._spec = spec
             self._cfg = cfg
-            self._model_handles = models
+            self._hosts: dict[str, ModelHost] = {}
+            routes: dict[str, Any] = {n: h for n, h in models.items() if not isinstance(h, ModelAt)}
+            for name in hosted_models(cfg):  # fallbacks first
+                mc = cfg.models[name]
+                fallback = routes.get(mc.fallback) if mc.fallback else None
+                self._hosts[name] = ModelHost(name, mc, cfg.limits, fallback)
+                routes[name] = LocalModel(self._hosts[name])
+            self._model_handles = {n: h for n, h in models.items() if n not in self._hosts}
             self._agent_handles = agents
             self._tasks = (
                 ActorTaskQueue(queue, cfg.queues.max_pending)
@@ -194,7 +243,8 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             self._cache = ResponseCache.from_config(cfg.cache, redis_url=cfg.redis_url)
             await self._cache.start()
             self._metrics.watch_cache(self._cache.stats)
-            clients = {n: ModelServerClient(h, n) for n, h in models.items()}
+            clients = {n: ModelServerClient(routes[n], n) for n in models}
+            await asyncio.gather(*(h.start() for h in self._hosts.values()))
             self._completions = Completions(
                 cfg, clients, self._client, self._cache, self._metrics, self._telemetry
             )
@@ -203,11 +253,60 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             self._ready: tuple[float, int, dict[str, Any]] | None = None
 
         async def __del__(self) -> None:
-            # Serve awaits this on graceful shutdown: release connections and feeds.
+            # Serve awaits this on graceful shutdown: release connections, feeds and engines.
             await self._cache.close()
             await self._client.close()
             await self._tasks.close()
+            for host in self._hosts.values():
+                await asyncio.to_thread(host.shutdown)
             await asyncio.to_thread(self._telemetry.shutdown)
+
+        # -- the models hosted here, for Serve and for handle callers (agents, fallbacks) ---------
+
+        async def check_health(self) -> None:
+            """Serve's health check: every hosted engine's (a dead or hung one fails it, and
+            Serve replaces the replica)."""
+            await asyncio.gather(*(h.check_health() for h in self._hosts.values()))
+
+        def record_routing_stats(self) -> dict[str, Any]:
+            """Readiness for warm-first routing: ready when every hosted model is."""
+            stats = [h.record_routing_stats() for h in self._hosts.values()]
+            return {
+                "ready": all(s["ready"] for s in stats),
+                "on_demand": any(s["on_demand"] for s in stats),
+            }
+
+        def _host(self, model: str) -> ModelHost:
+            host = self._hosts.get(model)
+            if host is None:
+                raise UnknownModel(model, sorted(self._hosts))
+            return host
+
+        async def model_chat(self, model: str, *args: Any) -> Any:
+            """``ModelServer.chat`` of hosted ``model`` (``RoutedModel`` calls this)."""
+            return await self._host(model).chat(*args)
+
+        async def model_complete(self, model: str, *args: Any) -> Any:
+            """``ModelServer.complete`` of hosted ``model``."""
+            return await self._host(model).complete(*args)
+
+        async def model_stream(self, model: str, *args: Any) -> AsyncIterator[ModelDelta]:
+            """``ModelServer.stream`` of hosted ``model``: batched deltas, for a caller
+            across Ray (call through ``handle.options(stream=True)``)."""
+            async for delta in self._host(model).stream(*args):
+                yield delta
+
+        def model_stats(self, model: str) -> dict[str, Any]:
+            """``ModelServer.stats`` of hosted ``model`` in this replica."""
+            return self._host(model).stats()
+
+        async def model_wait_for_state(self, model: str, *args: Any) -> dict[str, Any]:
+            """``ModelServer.wait_for_state`` of hosted ``model``."""
+            return await self._host(model).wait_for_state(*args)
+
+        async def model_unload(self, model: str) -> bool:
+            """``ModelServer.unload`` of hosted ``model``."""
+            return await self._host(model).unload()
 
         # -- probes and discovery --------------------------------------------------------------
 
@@ -226,15 +325,18 @@ def gateway_deployment(config: RaygentConfig) -> Any:
 
         async def _readiness(self) -> tuple[int, dict[str, Any]]:
             models: dict[str, Any] = {}
-            for name, handle in self._model_handles.items():
+            for name in self._cfg.models:
                 if self._cfg.models[name].load == "lazy":
                     models[name] = "lazy: loads on the first request"
-                    continue
-                try:
-                    stats = await asyncio.wait_for(handle.stats.remote(), 2.0)
-                    models[name] = stats["state"]
-                except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-                    models[name] = f"unreachable: {type(exc).__name__}"
+                elif name in self._hosts:
+                    models[name] = self._hosts[name].stats()["state"]
+                else:
+                    try:
+                        handle = self._model_handles[name]
+                        stats = await asyncio.wait_for(handle.stats.remote(), 2.0)
+                        models[name] = stats["state"]
+                    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+                        models[name] = f"unreachable: {type(exc).__name__}"
             agents = {a: len(self._client.members(a)) for a in self._spec.classes}
             waiting = [n for n, s in models.items() if s != "ready" and not s.startswith("lazy")]
             missing = [a for a, n in agents.items() if n == 0]

@@ -5,8 +5,12 @@ vLLM (and torch/transformers) is imported only by :mod:`runtime.models.engine` a
 :mod:`runtime.models.tiny`, and only inside a model replica; importing this package needs Ray but
 not vLLM.
 
-* :func:`model_deployments` / :func:`model_deployment` -- bound ``ModelServer`` deployments;
-* :class:`ModelServerClient` -- ``ctx.llm`` over a deployment handle;
+* :class:`ModelHost` -- one model's engine, lifecycle and fallback, in whichever process holds
+  it: a ``ModelServer`` replica or a gateway replica (``placement: gateway``);
+* :func:`model_deployments` / :func:`model_deployment` -- where each model is served: bound
+  ``ModelServer`` deployments, or :class:`ModelAt` the gateway;
+* :class:`ModelServerClient` -- ``ctx.llm`` over a deployment handle, or over
+  :class:`LocalModel` / :class:`RoutedModel` (:mod:`runtime.models.routes`);
 * :class:`ModelDelta` -- one streamed piece of an answer;
 * :func:`check_params` -- request parameters -> validated ``SamplingParams`` within limits;
 * :func:`ensure_tiny_model` -- generate ``builtin:tiny`` (needs torch and transformers).
@@ -23,19 +27,34 @@ from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta
 from runtime.models.client import ModelServerClient, deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
-from runtime.models.server import ModelServer, model_deployment, model_deployments
+from runtime.models.routes import LocalModel, ModelAt, RoutedModel, resolve_model
+from runtime.models.server import (
+    ModelHost,
+    ModelServer,
+    health_options,
+    model_deployment,
+    model_deployments,
+    warm_first_router,
+)
 from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
 
 __all__ = [
     "TINY_SOURCE",
+    "LocalModel",
+    "ModelAt",
     "ModelDelta",
+    "ModelHost",
     "ModelServer",
     "ModelServerClient",
+    "RoutedModel",
     "WarmFirstRequestRouter",
     "check_params",
     "deployment_name",
     "ensure_tiny_model",
+    "health_options",
     "model_deployment",
     "model_deployments",
+    "resolve_model",
     "translate_ray_error",
+    "warm_first_router",
 ]

@@ -52,10 +52,11 @@ def deployment_name(model: str) -> str:
 
 
 class ModelServerClient:
-    """``ctx.llm`` backed by a ModelServer deployment.
+    """``ctx.llm`` backed by a ModelServer deployment, or by a model hosted elsewhere.
 
     Args:
-        handle: a handle to the model's deployment (see :meth:`for_model`).
+        handle: a handle to the model's deployment (see :meth:`for_model`), or a
+            handle-shaped ``RoutedModel`` / ``LocalModel`` (:mod:`runtime.models.routes`).
         name: the model's configured name (used in error messages).
     """
 
@@ -126,20 +127,27 @@ class ModelServerClient:
             raise translate_ray_error(exc, self.name) from exc
         finally:
             if not done:  # closed early or cancelled: stop the generation in the engine
-                gen.cancel()
+                if hasattr(gen, "aclose"):
+                    await gen.aclose()  # an engine in this process (LocalModel)
+                else:
+                    gen.cancel()
 
     async def _call(self, response: Any) -> ModelReply:
         try:
             return await response
         except asyncio.CancelledError:
-            response.cancel()
+            if hasattr(response, "cancel"):  # a Serve response (a local call is already done)
+                response.cancel()
             raise
         except (ray.exceptions.RayError, RayServeException) as exc:
             raise translate_ray_error(exc, self.name) from exc
 
 
 def translate_ray_error(exc: BaseException, model: str) -> AgentError:
-    """The SDK error for a Ray/Serve error raised by a call to model ``model``'s deployment."""
+    """The SDK error for a Ray/Serve error raised by a call to model ``model``'s deployment
+    (an SDK error raised in this process is already one)."""
+    if isinstance(exc, AgentError):
+        return exc
     if isinstance(exc, BackPressureError):
         return Backpressure(f"model {model}", 0)
     if isinstance(exc, ray.exceptions.RayTaskError):

@@ -103,13 +103,21 @@ from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta, coalesce
 from runtime.models.client import deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
-from runtime.serving import actor_options, scaling_options
+from runtime.models.routes import ModelAt, resolve_model
+from runtime.serving import GATEWAY, actor_options, scaling_options
 from runtime.telemetry import Telemetry, genai_attributes, genai_span_name
 
 if TYPE_CHECKING:
     from runtime.models.engine import ModelEngine
 
-__all__ = ["ModelServer", "model_deployment", "model_deployments"]
+__all__ = [
+    "ModelHost",
+    "ModelServer",
+    "health_options",
+    "model_deployment",
+    "model_deployments",
+    "warm_first_router",
+]
 
 log = logging.getLogger(__name__)
 
@@ -120,27 +128,31 @@ _EVENTS_KEPT = 200
 _HEALTH_RPC_MARGIN_S = 5.0
 
 
-class ModelServer:
-    """One replica of a model's deployment. Built by :func:`model_deployment`, not directly.
+class ModelHost:
+    """One model's engine and everything around it, inside whichever process holds it: a
+    :class:`ModelServer` replica, or a gateway replica that serves the model's routes itself
+    (``placement: gateway``). Construct it on a running event loop, then ``await start()``.
 
     Args:
         name: the model's configured name (``models.<name>``); replies carry it.
         config: the model's settings (a ``ModelConfig`` or its dict form).
         limits: request limits (``max_tokens``, ``max_n``, ``max_prompt_tokens``), likewise.
-        fallback: handle to the fallback model's deployment (Serve passes one when the
-            fallback's bound deployment is given to ``bind``), or None.
+        fallback: what answers when this model fails: a handle to the fallback's deployment, a
+            :class:`~runtime.models.routes.ModelAt` naming where it is hosted, a
+            :class:`~runtime.models.routes.LocalModel` in this process, or None.
     """
 
-    async def __init__(
+    def __init__(
         self,
         name: str,
         config: ModelConfig,
         limits: LimitsConfig,
-        fallback: DeploymentHandle | None = None,
+        fallback: Any = None,
     ) -> None:
         # A Serve config file (``serve deploy``) passes plain dicts; validate them the same way.
         config = ModelConfig.model_validate(config)
         limits = LimitsConfig.model_validate(limits)
+        fallback = resolve_model(fallback)
         self._closed = True  # until built: shutdown() after a failed constructor is a no-op
         self._idle_task: asyncio.Task[None] | None = None
         self._load_task: asyncio.Task[None] | None = None
@@ -201,10 +213,14 @@ class ModelServer:
         self._telemetry = Telemetry.from_env(TelemetryConfig(), component="model")
         self._closed = False
         self._event("replica_started")
-        if config.load == "background":
+
+    async def start(self) -> None:
+        """Begin as ``load`` says: ``background`` starts the load as a task, ``eager`` returns
+        once the engine is loaded and warm, ``lazy`` waits for the first request."""
+        if self._cfg.load == "background":
             self._start_load()
-        elif config.load == "eager":
-            await self._ensure_engine()  # Serve counts the replica as started only after this
+        elif self._cfg.load == "eager":
+            await self._ensure_engine()
 
     # ---- public methods (called through the deployment handle) ----------------------------
 
@@ -237,16 +253,20 @@ class ModelServer:
         prompt: Prompt,
         params: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
+        batch: bool = True,
     ) -> AsyncIterator[ModelDelta]:
         """Yield ModelDelta items; call through ``handle.options(stream=True)``.
 
         A list of turns is a chat, a string a completion. Cancelling the call aborts the
-        generation in the engine.
+        generation in the engine. ``batch`` merges deltas that pile up while the consumer is
+        busy (:func:`~runtime.models._wire.coalesce`): right when each item crosses Ray, a
+        needless task per stream for a caller in this process.
         """
         operation = "text_completion" if isinstance(prompt, str) else "chat"
+        deltas = self._stream(prompt, dict(params or {}))
         with self._span(operation, traceparent, params) as span:
             reasons: list[str] = []
-            async for delta in coalesce(self._stream(prompt, dict(params or {}))):
+            async for delta in coalesce(deltas) if batch else deltas:
                 if delta.finish_reason is not None:
                     reasons.append(delta.finish_reason)
                 if delta.usage is not None:
@@ -646,7 +666,23 @@ class ModelServer:
         self._events.append((time.monotonic(), what))
 
 
-async def _idle_watch(ref: weakref.ref[ModelServer], idle_s: float) -> None:
+class ModelServer(ModelHost):
+    """One replica of a model's own deployment (``placement: deployment``). Built by
+    :func:`model_deployment`, not directly; arguments as :class:`ModelHost`. Serve awaits the
+    constructor, so an ``eager`` replica counts as started only once it is warm."""
+
+    async def __init__(
+        self,
+        name: str,
+        config: ModelConfig,
+        limits: LimitsConfig,
+        fallback: Any = None,
+    ) -> None:
+        super().__init__(name, config, limits, fallback)
+        await self.start()
+
+
+async def _idle_watch(ref: weakref.ref[ModelHost], idle_s: float) -> None:
     """Unload the engine of ``ref()`` after ``idle_s`` without requests. Holds the server only
     while checking, so a dropped server is collected and the loop ends."""
     period = max(0.05, min(idle_s / 4, 5.0))
@@ -675,18 +711,19 @@ def model_deployment(
     config: ModelConfig,
     limits: LimitsConfig,
     *,
-    fallback: Application | DeploymentHandle | None = None,
+    fallback: Application | DeploymentHandle | ModelAt | None = None,
     runtime_env: Mapping[str, Any] | None = None,
 ) -> Application:
-    """The bound ModelServer deployment of model ``name``.
+    """The bound ModelServer deployment of model ``name`` (whatever its ``placement``: asking
+    for the deployment is asking for it to run on its own).
 
     Args:
         name: the model's configured name.
         config: its settings; Serve options come from ``replicas``/``autoscaling``,
             ``resources``, ``max_ongoing_requests`` and the health and routing settings.
         limits: request limits.
-        fallback: the fallback model's bound deployment (same application) or a handle to a
-            deployed one.
+        fallback: the fallback model's bound deployment (same application), a handle to a
+            deployed one, or where it is hosted (:class:`~runtime.models.routes.ModelAt`).
         runtime_env: Ray runtime environment of the replicas (e.g. ``env_vars`` for
             ``VLLM_CACHE_ROOT`` or ``HF_HOME``).
     """
@@ -697,20 +734,39 @@ def model_deployment(
         "name": deployment_name(name),
         "ray_actor_options": ray_options,
         "max_ongoing_requests": config.max_ongoing_requests,
-        "health_check_period_s": config.health_check_period_s,
-        "health_check_timeout_s": config.health_check_timeout_s + _HEALTH_RPC_MARGIN_S,
-        "request_router_config": RequestRouterConfig(
-            request_router_class=WarmFirstRequestRouter,
-            request_routing_stats_period_s=config.routing_stats_period_s,
-            request_routing_stats_timeout_s=max(5.0, 3 * config.routing_stats_period_s),
-        ),
+        **health_options([config]),
+        "request_router_config": warm_first_router([config]),
     }
     options.update(scaling_options(config.replicas, config.autoscaling))
     return serve.deployment(ModelServer).options(**options).bind(name, config, limits, fallback)
 
 
-def model_deployments(config: RaygentConfig) -> dict[str, Application]:
-    """A bound deployment per configured model, fallbacks wired to the fallback's deployment.
+def health_options(models: list[ModelConfig]) -> dict[str, float]:
+    """Serve's health-check options for a replica holding ``models``: checked as often as the
+    most demanding asks, each check given the longest timeout any of them needs."""
+    return {
+        "health_check_period_s": min(m.health_check_period_s for m in models),
+        "health_check_timeout_s": max(m.health_check_timeout_s for m in models)
+        + _HEALTH_RPC_MARGIN_S,
+    }
+
+
+def warm_first_router(models: list[ModelConfig]) -> RequestRouterConfig:
+    """Serve's router config for replicas holding ``models``: warm replicas first."""
+    period = min(m.routing_stats_period_s for m in models)
+    return RequestRouterConfig(
+        request_router_class=WarmFirstRequestRouter,
+        request_routing_stats_period_s=period,
+        request_routing_stats_timeout_s=max(5.0, 3 * period),
+    )
+
+
+def model_deployments(
+    config: RaygentConfig, host: str = GATEWAY
+) -> dict[str, Application | ModelAt]:
+    """Where each configured model is served: a bound ModelServer deployment for
+    ``placement: deployment`` (fallbacks wired to the fallback's deployment, or to where it is
+    hosted), :class:`~runtime.models.routes.ModelAt` ``host`` for ``placement: gateway``.
 
     Bind them in one Serve application (e.g. as arguments of the gateway); a model that is
     another's fallback is bound once and shared.
@@ -718,9 +774,9 @@ def model_deployments(config: RaygentConfig) -> dict[str, Application]:
     Raises:
         ConfigError: fallbacks form a cycle.
     """
-    built: dict[str, Application] = {}
+    built: dict[str, Application | ModelAt] = {}
 
-    def build(name: str, chain: tuple[str, ...]) -> Application:
+    def build(name: str, chain: tuple[str, ...]) -> Application | ModelAt:
         if name in built:
             return built[name]
         if name in chain:
@@ -728,7 +784,10 @@ def model_deployments(config: RaygentConfig) -> dict[str, Application]:
             raise ConfigError(f"models.*.fallback forms a cycle: {cycle}")
         model = config.models[name]
         fallback = build(model.fallback, (*chain, name)) if model.fallback else None
-        built[name] = model_deployment(name, model, config.limits, fallback=fallback)
+        if model.placement == "gateway":
+            built[name] = ModelAt(host, name)
+        else:
+            built[name] = model_deployment(name, model, config.limits, fallback=fallback)
         return built[name]
 
     for name in config.models:

@@ -1,9 +1,10 @@
 """The whole application on real Ray Serve, started once for every test in this package.
 
-What runs: the Serve HTTP proxy on 127.0.0.1, the Gateway, one deployment per agent (the
-example assistant plus test agents), the registry and in-process task queue, one ModelServer
-with vLLM on ``builtin:tiny``, and a redis-server of its own as the response cache (its own
-process, so tests can stop and restart it without disturbing other tests' Redis).
+What runs: Serve's HAProxy ingress on 127.0.0.1 (the default of ``serve run serve_app:app``),
+the Gateway hosting the vLLM engine of ``builtin:tiny``, one deployment per agent (the example
+assistant plus test agents), the registry and in-process task queue, and a redis-server of its
+own as the response cache (its own process, so tests can stop and restart it without disturbing
+other tests' Redis).
 """
 
 from __future__ import annotations
@@ -176,12 +177,12 @@ def auth():
 
 @pytest.fixture(scope="package")
 def model_stats(ray_session):
-    """The ModelServer's stats (request counters) through its handle."""
+    """The default model's stats (request counters), from the gateway replica hosting it."""
     from ray import serve
 
-    handle = serve.get_deployment_handle("ModelServer-default", app_name=APP)
+    handle = serve.get_deployment_handle("Gateway", app_name=APP)
 
     def stats():
-        return handle.stats.remote().result(timeout_s=30)
+        return handle.model_stats.remote("default").result(timeout_s=30)
 
     return stats

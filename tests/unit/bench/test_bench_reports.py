@@ -85,6 +85,40 @@ def test_compare():
     ET.fromstring(re.findall(r"<svg.*?</svg>", render_compare(cmp, a, b), flags=re.S)[0])
 
 
+def test_suite_goals_report_each_ratio_and_whether_it_is_met():
+    from bench.harness.suite import GOALS, goals, render_suite
+
+    peer, ray, agent = _result(1.0), _result(1.2), _result(2.0)
+    res = {
+        "overhead": compare_results(peer, ray),
+        "agent": compare_results(ray, agent),
+        "cold_start": [
+            {
+                "server": who,
+                "ready_s": ready,
+                "first_token_s": ready + 1,
+                "first_request_ttft_ms": 9.0,
+                "first_request_error": None,
+            }
+            for who, ready in (("vllm", 20.0), ("raygent", 30.0))
+        ],  # fmt: skip
+    }
+    rows = goals(res, ray)  # the fixture's cache hits took ttft + 30 ms
+    by = {(g["goal"], g["where"]): g for g in rows}
+    assert {g["goal"] for g in rows} == {name for name, _, _ in GOALS}
+    assert by[("ttft_p50", "concurrency 2")]["value"] == pytest.approx(1.2)
+    assert by[("ttft_p50", "concurrency 2")]["met"] is True  # <= 1.3
+    assert by[("tpot_p50", "concurrency 2")]["value"] is not None
+    assert by[("agent_vs_model", "concurrency 2")]["value"] is not None
+    assert by[("cold_start", "start -> ready")]["value"] == pytest.approx(1.5)
+    assert by[("cold_start", "start -> ready")]["met"] is False
+    assert by[("cache_hit_p50_ms", "concurrency 4, repeats")]["met"] is False
+    assert goals({}, None)[0]["met"] is None  # not measured is not "met"
+    res["goals"] = rows
+    html = render_suite(res, {"peer": peer, "raygent": ray, "agent": agent})
+    assert ">Goals</h2>" in html and ">Agent stream vs model stream</h2>" in html
+
+
 def _args(*extra):
     return build_parser().parse_args(["run", "--url", "http://127.0.0.1:1", *extra])
 
