@@ -23,6 +23,7 @@ from agents.errors import InvalidParameter
 __all__ = [
     "ChatMessage",
     "ChatRequest",
+    "Handoff",
     "ModelClient",
     "ModelReply",
     "SamplingParams",
@@ -170,7 +171,27 @@ class ChatRequest:
     stream: bool = False
 
 
-for _t in (ChatRequest, ModelReply, Usage):  # what the gateway decodes from any agent
+@dataclass(frozen=True)
+class Handoff:
+    """A model stream an agent passed on without reading it: what a replica sends instead of
+    the stream's tokens when its caller can run the stream itself (the gateway, which holds the
+    model's engine), so the tokens go engine -> client and skip the agent's hops. Made by the
+    runtime when a streaming handler yields a :class:`TextStream`; handlers never build one.
+
+    Attributes:
+        model: the configured model's name.
+        prompt: chat turns, or a raw prompt.
+        params: sampling parameters, as given to ``ctx.llm.stream``.
+        traceparent: the handler's trace position (the model call is its child), or None.
+    """
+
+    model: str
+    prompt: list[ChatMessage] | str
+    params: dict[str, Any] = field(default_factory=dict)
+    traceparent: str | None = None
+
+
+for _t in (ChatRequest, Handoff, ModelReply, Usage):  # what the gateway decodes from any agent
     codec.register(_t)
 
 
@@ -198,8 +219,15 @@ class TextStream(AsyncIterator[str]):
     iteration ends — the whole answer as :attr:`reply` (text, finish reason, token usage),
     which a streaming chat agent yields last so its caller gets the usage too.
 
+    A streaming handler that only passes a stream on yields the stream itself: its caller
+    gets the same items (each text delta, then the reply), and when the caller can run the
+    model itself -- the HTTP gateway, which holds the engine -- the tokens skip the agent's hops
+    altogether (the replica sends a :class:`Handoff` instead; the handler never sees them).
+
     Args:
         source: the model client's generator: ``str`` deltas, then one ``ModelReply``.
+        handoff: what the stream would generate, for a caller that can run it itself; None
+            when the stream cannot be described (a scripted or wrapped model).
 
     Example:
         >>> async def chat(self, msg, ctx):                 # a streaming handler
@@ -207,19 +235,31 @@ class TextStream(AsyncIterator[str]):
         ...     async for text in stream:
         ...         yield text
         ...     yield stream.reply
+        >>> async def relay(self, msg, ctx):                # the same items, fewer hops
+        ...     yield ctx.llm.stream(msg.messages)
     """
 
-    __slots__ = ("_source", "reply")
+    __slots__ = ("_source", "_started", "handoff", "reply")
 
-    def __init__(self, source: AsyncGenerator[str | ModelReply, None]) -> None:
+    def __init__(
+        self, source: AsyncGenerator[str | ModelReply, None], handoff: Handoff | None = None
+    ) -> None:
         self._source = source
+        self._started = False
+        self.handoff = handoff
         self.reply: ModelReply | None = None
         """The whole answer, set when the stream ends (None before, or if it was cut off)."""
+
+    @property
+    def started(self) -> bool:
+        """Whether anything was read from it (then it can no longer be handed off)."""
+        return self._started
 
     def __aiter__(self) -> TextStream:
         return self
 
     async def __anext__(self) -> str:
+        self._started = True
         item = await anext(self._source)
         if isinstance(item, ModelReply):
             self.reply = item

@@ -194,14 +194,20 @@ class AgentHost:
 
     @ray.method(_generator_backpressure_num_objects=_STREAM_BATCHES_AHEAD)
     async def deliver_stream(
-        self, payload: bytes, traceparent: str | None, priority: Priority
+        self,
+        payload: bytes,
+        traceparent: str | None,
+        priority: Priority,
+        accepts_handoff: bool = False,
     ) -> AsyncIterator[list[bytes]]:
         """A ``stream``: a Ray streaming generator of batches of encoded items (whatever the
         handler yielded since the last batch left), at most ``_STREAM_BATCHES_AHEAD`` batches
         ahead of the caller (Ray's generator backpressure; then the handler's ``yield``
-        waits). The caller closing it cancels the handler."""
+        waits). The caller closing it cancels the handler. ``accepts_handoff``: the caller
+        runs a model stream the handler yields unread (it gets a ``Handoff`` item)."""
         ex = await self._ready()
-        async for batch in ex.stream(payload, None, _trace(traceparent), priority).batches():
+        stream = ex.stream(payload, None, _trace(traceparent), priority, accepts_handoff)
+        async for batch in stream.batches():
             yield batch
 
     async def deliver_topic(self, topic: str, payload: bytes, traceparent: str | None) -> None:

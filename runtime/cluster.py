@@ -381,13 +381,19 @@ class ClusterClient:
             yield item
 
     async def stream_encoded(
-        self, agent: str, payload: bytes, traceparent: str | None, priority: Priority
+        self,
+        agent: str,
+        payload: bytes,
+        traceparent: str | None,
+        priority: Priority,
+        accepts_handoff: bool = False,
     ) -> AsyncIterator[list[bytes]]:
         """``stream`` of an already encoded message: batches of encoded items, from a Ray
         streaming generator (or Serve's stream) over ``AgentHost.deliver_stream``. Closing it
-        early cancels the remote handler."""
+        early cancels the remote handler. ``accepts_handoff``: the caller runs model streams
+        the handler yields unread, and gets a :class:`~agents.model.Handoff` item for each."""
         with self._target(agent, stream=True) as (target, direct):
-            gen = target.deliver_stream.remote(payload, traceparent, priority)
+            gen = target.deliver_stream.remote(payload, traceparent, priority, accepts_handoff)
             finished = False
             try:
                 async for item in gen:

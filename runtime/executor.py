@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from agents.errors import (
     RuntimeClosed,
 )
 from agents.handlers import HandlerInfo
+from agents.model import TextStream
 from agents.runtime_api import Priority
 from agents.tracing import RecordingSpan, TraceContext
 from runtime.config import AgentConfig
@@ -198,10 +199,13 @@ class AgentExecutor:
         handler: HandlerInfo | None,
         trace: TraceContext | None,
         priority: Priority,
+        accepts_handoff: bool = False,
     ) -> ReplyStream:
         """Queue a request whose reply streams: a streaming handler's items as it yields them,
-        a plain handler's reply as the one item. Raises ``Backpressure`` like :meth:`send`."""
-        stream = ReplyStream(asyncio.get_running_loop().create_future())
+        a plain handler's reply as the one item. Raises ``Backpressure`` like :meth:`send`.
+        ``accepts_handoff``: the caller runs model streams the handler yields unread."""
+        loop = asyncio.get_running_loop()
+        stream = ReplyStream(loop.create_future(), accepts_handoff=accepts_handoff)
         env = Envelope("send", payload, handler, trace, future=stream.future, stream=stream)
         self._put_nowait(env, priority)
         return stream
@@ -308,17 +312,31 @@ class AgentExecutor:
         gen = h.func(self.instance, msg, ctx)
         items: list[Any] = []
         n = 0
+        out = env.stream
         try:
             async for item in gen:
-                n += 1
-                if env.stream is not None:
-                    await env.stream.put(self._encode_reply(h, item))
+                if not isinstance(item, TextStream):
+                    n += 1
+                    if out is not None:
+                        await out.put(self._encode_reply(h, item))
+                    else:
+                        items.append(item)
+                elif out is not None and out.accepts_handoff and _can_hand_off(item):
+                    # The caller runs the stream itself: its tokens skip this replica.
+                    n += 1
+                    await out.put(self._encode_reply(h, item.handoff))
+                    await item.aclose()
                 else:
-                    items.append(item)
+                    async for sub in _passed_on(item):  # a stream yielded: its items, in place
+                        n += 1
+                        if out is not None:
+                            await out.put(self._encode_reply(h, sub))
+                        else:
+                            items.append(sub)
         finally:
             await gen.aclose()
         span.set_attribute("raygent.stream.items", n)
-        return None if env.stream is not None else self._encode_reply(h, items)
+        return None if out is not None else self._encode_reply(h, items)
 
     def _encode_reply(self, h: HandlerInfo, reply: Any) -> bytes:
         try:
@@ -392,3 +410,18 @@ def _outcome(
         return None, None, True
     exc = call.exception()
     return (None, exc, False) if exc is not None else (call.result(), None, False)
+
+
+def _can_hand_off(stream: TextStream) -> bool:
+    return stream.handoff is not None and not stream.started
+
+
+async def _passed_on(stream: TextStream) -> AsyncIterator[Any]:
+    """What a handler yielding ``stream`` yields: each text delta, then the whole reply."""
+    try:
+        async for text in stream:
+            yield text
+    finally:
+        await stream.aclose()
+    if stream.reply is not None:
+        yield stream.reply

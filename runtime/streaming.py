@@ -41,10 +41,18 @@ class ReplyStream:
     Cancelling it cancels the handler.
     """
 
-    __slots__ = ("_buf", "_limit", "_room", "_wake", "future")
+    __slots__ = ("_buf", "_limit", "_room", "_wake", "accepts_handoff", "future")
 
-    def __init__(self, future: asyncio.Future[bytes | None], limit: int = MAX_BUFFERED) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[bytes | None],
+        limit: int = MAX_BUFFERED,
+        accepts_handoff: bool = False,
+    ) -> None:
         self.future = future
+        self.accepts_handoff = accepts_handoff
+        """The caller runs a model stream the handler yields unread (it gets a ``Handoff``
+        item in its place); otherwise the stream's items are sent."""
         self._buf: list[bytes] = []
         self._limit = limit
         self._wake = asyncio.Event()

@@ -38,7 +38,7 @@ from agents.tracing import TraceContext
 from runtime.cache import CacheDecision, ResponseCache, cache_key
 from runtime.cluster import ClusterClient
 from runtime.config import RaygentConfig
-from runtime.gateway.agent_streams import ChatFold, reply_text
+from runtime.gateway.agent_streams import ChatFold, reply_text, run_handoffs
 from runtime.gateway.errors import ApiError, from_agent_error
 from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_event, error_event
 from runtime.gateway.openai_format import render as render_json
@@ -101,6 +101,10 @@ class Completions:
             *(AGENT_PREFIX + a for a in runtime.spec.classes),
         )
         """Every ``model`` value this gateway answers (fixed for the app's life)."""
+
+    def run_handoffs(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """An agent's streamed items with each model stream it handed off run here."""
+        return run_handoffs(items, self._models)  # type: ignore[arg-type]
 
     # -- targets -------------------------------------------------------------------------------
 
@@ -265,8 +269,9 @@ class Completions:
                     yield fmt.usage(acc.usage)
                 yield done_event()
                 acc.complete = True
-            except AgentError as exc:
-                yield error_event(from_agent_error(exc).body())
+            except (AgentError, ApiError) as exc:  # mid-stream: an error event, then [DONE]
+                err = exc if isinstance(exc, ApiError) else from_agent_error(exc)
+                yield error_event(err.body())
                 yield done_event()
             finally:
                 await deltas.aclose()
@@ -402,8 +407,10 @@ class _Call:
 
     async def deltas(self) -> AsyncIterator[ModelDelta]:
         """The answer as deltas: a model streams, and so does an agent whose handler yields;
-        a returning agent's whole reply is one delta per choice. Each step is bounded by what
-        is left of the request's timeout."""
+        a returning agent's whole reply is one delta per choice. The wait for a model's first
+        delta is bounded by what is left of the request's timeout; after it, the deadline is
+        checked per delta (a timer per token costs a task per token, and a model that stalls
+        mid-stream fails its health check: the engine is restarted and the stream errors)."""
         if self.target.agent is not None:
             if self.owner._runtime.spec.classes[self.target.agent].routes().streams(ChatRequest):
                 async for delta in self._agent_stream():
@@ -417,14 +424,16 @@ class _Call:
         llm = self.owner._models[self.target.model or ""]
         gen = llm.stream_deltas(self.prompt, **self.sp.to_dict())
         try:
-            while True:
-                try:
-                    delta = await asyncio.wait_for(anext(gen), self.left())
-                except StopAsyncIteration:
-                    return
-                except asyncio.TimeoutError:
-                    raise _timeout(self.owner._timeout) from None
+            try:
+                first = await asyncio.wait_for(anext(gen), self.left())
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise _timeout(self.owner._timeout) from None
+            yield first
+            async for delta in gen:
                 yield delta
+                self.left()  # raises 504 once the deadline has passed
         finally:
             await gen.aclose()
 
@@ -434,9 +443,9 @@ class _Call:
         self.streamed_agent = True
         with self.owner._telemetry.span(self._span_name(), self.trace) as span:
             batches = self.owner._runtime.stream_encoded(
-                agent, payload, span.context.traceparent, "interactive"
+                agent, payload, span.context.traceparent, "interactive", accepts_handoff=True
             )
-            items = decoded(batches, agent, "ChatRequest", self.left())
+            items = self.owner.run_handoffs(decoded(batches, agent, "ChatRequest", self.left()))
             fold = ChatFold(self.target.name)
             try:
                 async for item in items:

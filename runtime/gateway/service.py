@@ -455,9 +455,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             """SSE: one event per item the handler yields. The first item is awaited here, so
             errors before it are still HTTP errors."""
             batches = self._client.stream_encoded(
-                name, payload, _child(request).traceparent, "interactive"
+                name, payload, _child(request).traceparent, "interactive", accepts_handoff=True
             )
-            items = decoded(batches, name, type(msg).__name__, timeout)
+            items = self._completions.run_handoffs(
+                decoded(batches, name, type(msg).__name__, timeout)
+            )
             try:
                 head = [await anext(items)]
             except StopAsyncIteration:

@@ -39,7 +39,15 @@ from ray.serve.exceptions import BackPressureError, RayServeException
 from ray.serve.handle import DeploymentHandle
 
 from agents.errors import AgentError, Backpressure, InvalidParameter, ModelError
-from agents.model import ChatMessage, ModelReply, Prompt, SamplingParams, TextStream, Usage
+from agents.model import (
+    ChatMessage,
+    Handoff,
+    ModelReply,
+    Prompt,
+    SamplingParams,
+    TextStream,
+    Usage,
+)
 from agents.tracing import TraceContext
 from runtime.models._wire import ModelDelta
 
@@ -92,8 +100,11 @@ class ModelServerClient:
 
     def stream(self, prompt: Prompt, **params: Any) -> TextStream:
         """Text deltas (choice 0) as they are generated, then the whole answer as the stream's
-        ``reply``; closing early aborts."""
-        return TextStream(self._text(prompt, params))
+        ``reply``; closing early aborts. Nothing is generated until it is read, so a handler
+        may yield it unread, for its caller to run (:class:`~agents.model.Handoff`)."""
+        turns = prompt if isinstance(prompt, str) else list(prompt)
+        handoff = Handoff(self.name, turns, dict(params), self._traceparent)
+        return TextStream(self._text(prompt, params), handoff)
 
     async def _text(
         self, prompt: Prompt, params: dict[str, Any]

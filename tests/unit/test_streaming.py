@@ -18,13 +18,15 @@ from agents import (
     ModelReply,
     SendTimeout,
     Usage,
+    codec,
     handler,
 )
+from agents.model import Handoff, TextStream
 from agents.testing import ScriptedModel
 from examples.assistant import Assistant
 from runtime import LocalRuntime, RaygentConfig
 from runtime.config import AgentConfig
-from runtime.gateway.agent_streams import ChatFold
+from runtime.gateway.agent_streams import ChatFold, run_handoffs
 from runtime.streaming import MAX_BUFFERED
 
 
@@ -198,3 +200,47 @@ def test_chat_fold_streams_text_and_takes_usage_from_the_closing_reply():
     # other messages are their JSON; nothing at all is an empty answer that stopped
     assert _fold([{"k": 1}]) == [('{"k": 1}', 0, None, None), ("", 0, "stop", Usage())]
     assert _fold([]) == [("", 0, "stop", Usage())]
+
+
+class Relay(Agent):
+    """Passes a model stream on unread; the stream describes itself as a Handoff."""
+
+    model = "default"
+    generated = 0
+
+    @handler
+    async def chat(self, msg: ChatRequest, ctx: Context) -> AsyncIterator[object]:
+        yield TextStream(_words(), Handoff("default", msg.messages, msg.params, None))
+        yield "after"
+
+
+async def _words():
+    Relay.generated += 1
+    yield "one"
+    yield " two"
+    yield ModelReply("one two", "default", usage=Usage(1, 2))
+
+
+async def test_a_yielded_stream_passes_its_items_on_unless_the_caller_runs_it_itself():
+    model = ScriptedModel(["one two"], cycle=True)
+    chat = ChatRequest([{"role": "user", "content": "q"}], {"seed": 1}, stream=True)
+    Relay.generated = 0
+    async with LocalRuntime([Relay], {"default": model}) as rt:
+        *tokens, reply, after = [x async for x in rt.stream("relay", chat)]
+        assert tokens == ["one", " two"] and reply.text == "one two" and after == "after"
+        # a caller that runs model streams itself gets the description, and the model is
+        # never called by the agent
+        ex = rt._agents["relay"]
+        out = ex.stream(codec.encode(chat), None, None, "interactive", accepts_handoff=True)
+        items = [codec.decode(raw) async for batch in out.batches() for raw in batch]
+        assert items == [Handoff("default", chat.messages, {"seed": 1}), "after"]
+        assert Relay.generated == 1  # only for the first caller
+        # ... and runs it: the same items as the agent would have passed on
+        ran = [x async for x in run_handoffs(_aiter(items), {"default": model})]
+        assert ran[:2] == ["one", " two"] and ran[2].text == "one two" and ran[3] == "after"
+        assert [c.kind for c in model.calls] == ["stream"]
+
+
+async def _aiter(items):
+    for item in items:
+        yield item
