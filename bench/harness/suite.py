@@ -20,7 +20,8 @@ is held to, its value in this run, and whether it is met.
 
 Without ``--start`` the suite starts nothing: ``--url`` is a running raygent, ``--peer-url`` a
 running vLLM (the overhead part is skipped without one). With ``--start`` it brings up each
-server in turn -- plain vLLM on the built-in tiny model, then raygent (``serve run
+server in turn -- plain vLLM on the built-in tiny model with the engine arguments raygent gives
+it (:func:`~bench.harness.servers.raygent_engine_flags`), then raygent (``serve run
 serve_app:app`` from the repository root, waiting for ``/readyz``) -- never both at once, so
 neither arm competes with the other for the CPU, and stops each after its parts.
 """
@@ -45,7 +46,12 @@ from bench.harness.metrics import RequestRecord, parse_slo
 from bench.harness.report import write_outputs
 from bench.harness.report_html import page, render_sections, table
 from bench.harness.runner import LoadShape, RunOptions
-from bench.harness.servers import ManagedServer, start_raygent, start_vllm
+from bench.harness.servers import (
+    ManagedServer,
+    raygent_engine_flags,
+    start_raygent,
+    start_vllm,
+)
 from bench.harness.svg import bar_chart, line_chart
 from bench.harness.workload import Job, WorkloadConfig, build_body
 
@@ -175,7 +181,8 @@ def suite_command(a: argparse.Namespace) -> int:
     if "overhead" in parts or ("cold" in parts and a.start):
         if a.start:
             print("starting plain vLLM ...", flush=True)
-            with start_vllm(peer_model) as vllm:
+            # The engine raygent runs for its default model, with the same arguments.
+            with start_vllm(peer_model, flags=raygent_engine_flags()) as vllm:
                 if "cold" in parts:
                     res.setdefault("cold_start", []).append(_cold(vllm, peer_model, a))
                 else:

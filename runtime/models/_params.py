@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from agents.errors import InvalidParameter
@@ -22,6 +24,7 @@ __all__ = [
     "CPU_DEFAULT_KV_CACHE_BYTES",
     "check_context",
     "check_params",
+    "cpu_has_fast_bf16",
     "engine_args_with_defaults",
 ]
 
@@ -94,6 +97,16 @@ def check_context(
             f"at most {left}: the context is {max_model_len} tokens and the prompt takes "
             f"{prompt_tokens}",
         )
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_fast_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX), from ``/proc/cpuinfo``."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def engine_args_with_defaults(

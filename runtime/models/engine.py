@@ -39,7 +39,6 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import vllm
@@ -55,7 +54,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 from agents.errors import AgentError, InvalidParameter, ModelError
 from agents.model import ModelReply, Prompt, SamplingParams, Usage
 from runtime.config import LimitsConfig, ModelConfig
-from runtime.models._params import check_context, engine_args_with_defaults
+from runtime.models._params import check_context, cpu_has_fast_bf16, engine_args_with_defaults
 from runtime.models._wire import ModelDelta
 from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
 
@@ -121,7 +120,7 @@ class ModelEngine:
             args = engine_args_with_defaults(
                 config.engine_args,
                 is_cpu=current_platform.is_cpu(),
-                cpu_has_fast_bf16=_cpu_has_fast_bf16(),
+                cpu_has_fast_bf16=cpu_has_fast_bf16(),
                 kv_cache_env_set=vllm.envs.is_set("VLLM_CPU_KVCACHE_SPACE"),
                 sleep_for_idle=config.idle_unload_s is not None
                 and current_platform.is_sleep_mode_available(),
@@ -463,13 +462,3 @@ def _kill_tree(pids: Sequence[int]) -> None:
     for pid in victims:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-
-
-@functools.lru_cache(maxsize=1)
-def _cpu_has_fast_bf16() -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
