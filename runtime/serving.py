@@ -6,6 +6,7 @@ Kept apart from the deployments themselves so that the runtime's clients (which 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -22,6 +23,8 @@ __all__ = [
     "prepare_ray_env",
     "scaling_options",
     "serve_handles",
+    "keep_cluster_off_engine_cores",
+    "split_cpus_for_engine",
 ]
 
 HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
@@ -106,7 +109,106 @@ def prepare_ray_env(gateway: GatewayConfig) -> bool:
     """
     import ray
 
-    if ray.is_initialized() or HA_PROXY_ENV in os.environ:
+    if ray.is_initialized():
         return False
-    os.environ[HA_PROXY_ENV] = "1" if gateway.ingress == "haproxy" else "0"
+    split_cpus_for_engine()
+    os.environ.setdefault(HA_PROXY_ENV, "1" if gateway.ingress == "haproxy" else "0")
     return True
+
+
+OMP_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+"""vLLM's choice of the cores its CPU engine worker binds its OpenMP threads to."""
+
+
+def split_cpus_for_engine() -> list[int] | None:
+    """On a CPU-only machine, give vLLM's engine its cores and keep the cluster off them.
+
+    vLLM's CPU backend binds the engine worker's threads to all cores but the last
+    (``VLLM_CPU_NUM_OF_RESERVED_CPU``, default 1), which it leaves to "the frontend". A Ray
+    cluster does not know that: the raylet, GCS, dashboard, Serve's controller and HAProxy,
+    every replica and the gateway are scheduled onto the engine's core too and preempt it.
+
+    So, before Ray starts, this process -- and with it every process of the cluster it starts
+    -- is limited to the reserved cores, and ``VLLM_CPU_OMP_THREADS_BIND`` names the others, so
+    the engine binds exactly those. Nothing changes if the user chose a binding already, on a
+    machine with a GPU, or with too few cores to split.
+
+    Returns:
+        The engine's cores, or None when nothing was changed.
+    """
+    if OMP_BIND_ENV in os.environ or _has_gpu() or not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    reserve = int(os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU") or 1)
+    if len(cpus) <= reserve:
+        return None
+    engine = cpus[:-reserve]
+    os.environ[OMP_BIND_ENV] = ",".join(map(str, engine))
+    return engine
+
+
+def keep_cluster_off_engine_cores(root: int | None = None) -> int:
+    """Move every thread of this node's Ray processes off the engine's cores
+    (``VLLM_CPU_OMP_THREADS_BIND``), except the threads vLLM bound to them.
+
+    The processes are ``root`` and its descendants; by default the process that started the
+    raylet (``serve run``, whose children are GCS, raylet, dashboard and monitors, and whose
+    grandchildren are every worker: Serve's controller and HAProxy, all replicas), or the
+    raylet alone when its parent is gone (``ray start``). Nothing outside the cluster -- the
+    shell ``serve run`` was typed in -- is touched. The gateway calls this once its engines
+    are warm: until then a cold start has every core. Linux only; a thread that cannot be
+    moved (another user's, gone) is skipped.
+
+    Returns:
+        How many threads were moved.
+    """
+    bind = os.environ.get(OMP_BIND_ENV)
+    if not bind or not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
+        return 0
+    engine = {int(c) for c in bind.split(",") if c.strip().isdigit()}
+    rest = set(os.sched_getaffinity(0)) - engine
+    if not engine or not rest:
+        return 0
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                ppid = int(_stat_fields(int(entry.name))[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    if root is None:
+        raylet = int(os.environ.get("RAY_RAYLET_PID") or 0)
+        if raylet <= 0:
+            return 0
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent = int(_stat_fields(raylet)[1])
+            root = parent if parent > 1 else raylet
+        if root is None:
+            return 0
+    moved, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                if os.sched_getaffinity(tid) <= engine:
+                    continue  # bound to the engine's cores by vLLM: the engine itself
+                os.sched_setaffinity(tid, rest)
+                moved += 1
+            except OSError:
+                continue
+    return moved
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` after the command name: state, ppid, pgrp, session, ..."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read()
+    return raw[raw.rfind(b")") + 2 :].decode().split()
+
+
+def _has_gpu() -> bool:
+    return any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/kfd", "/dev/accel"))

@@ -67,7 +67,12 @@ from runtime.models import (
 )
 from runtime.queues import make_task_queue
 from runtime.ray_registry import ActorTaskQueue
-from runtime.serving import GATEWAY, actor_options, scaling_options
+from runtime.serving import (
+    GATEWAY,
+    actor_options,
+    keep_cluster_off_engine_cores,
+    scaling_options,
+)
 from runtime.streaming import decoded
 from runtime.telemetry import Telemetry
 
@@ -245,6 +250,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             self._metrics.watch_cache(self._cache.stats)
             clients = {n: ModelServerClient(routes[n], n) for n in models}
             await asyncio.gather(*(h.start() for h in self._hosts.values()))
+            self._placing = asyncio.create_task(self._place_when_warm()) if self._hosts else None
             self._completions = Completions(
                 cfg, clients, self._client, self._cache, self._metrics, self._telemetry
             )
@@ -257,6 +263,8 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             await self._cache.close()
             await self._client.close()
             await self._tasks.close()
+            if self._placing is not None:
+                self._placing.cancel()
             for host in self._hosts.values():
                 await asyncio.to_thread(host.shutdown)
             await asyncio.to_thread(self._telemetry.shutdown)
@@ -275,6 +283,17 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 "ready": all(s["ready"] for s in stats),
                 "on_demand": any(s["on_demand"] for s in stats),
             }
+
+        async def _place_when_warm(self) -> None:
+            """Once every hosted engine is warm, move the rest of this node's Ray processes off
+            the engine's cores (``keep_cluster_off_engine_cores``)."""
+            for host in self._hosts.values():
+                while True:  # a lazy model is ready only after its first request
+                    with contextlib.suppress(AgentError):
+                        await host.wait_for_state("ready", 3600.0)
+                        break
+            moved = await asyncio.to_thread(keep_cluster_off_engine_cores)
+            log.info("gateway: %d threads of Ray's processes moved off the engine cores", moved)
 
         def _host(self, model: str) -> ModelHost:
             host = self._hosts.get(model)

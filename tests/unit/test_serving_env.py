@@ -1,0 +1,98 @@
+"""What ``serve run serve_app:app`` sets up before Ray starts: the ingress switch and the
+engine's cores (runtime.serving), on a fake environment and CPU set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runtime import serving
+from runtime.config import GatewayConfig
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for name in (serving.HA_PROXY_ENV, serving.OMP_BIND_ENV, "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(serving, "_has_gpu", lambda: False)
+    return monkeypatch
+
+
+def test_the_engine_gets_every_core_but_the_reserved_ones(env):
+    env.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert serving.split_cpus_for_engine() == [0, 1, 2]
+    assert os.environ[serving.OMP_BIND_ENV] == "0,1,2"
+    env.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "2")
+    env.delenv(serving.OMP_BIND_ENV)
+    assert serving.split_cpus_for_engine() == [0, 1]
+
+
+def test_a_binding_the_user_chose_a_gpu_or_one_core_changes_nothing(env):
+    env.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    env.setenv(serving.OMP_BIND_ENV, "1")
+    assert serving.split_cpus_for_engine() is None and os.environ[serving.OMP_BIND_ENV] == "1"
+    env.delenv(serving.OMP_BIND_ENV)
+    env.setattr(serving, "_has_gpu", lambda: True)
+    assert serving.split_cpus_for_engine() is None
+    env.setattr(serving, "_has_gpu", lambda: False)
+    env.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert serving.split_cpus_for_engine() is None
+    assert serving.OMP_BIND_ENV not in os.environ
+
+
+def test_the_ingress_is_chosen_only_before_ray_starts_and_a_users_choice_wins(env):
+    ray = pytest.importorskip("ray")
+    env.setattr(ray, "is_initialized", lambda: False)
+    env.setattr(serving, "split_cpus_for_engine", lambda: None)
+    assert serving.prepare_ray_env(GatewayConfig())
+    assert os.environ[serving.HA_PROXY_ENV] == "1"
+    env.setenv(serving.HA_PROXY_ENV, "0")
+    serving.prepare_ray_env(GatewayConfig())
+    assert os.environ[serving.HA_PROXY_ENV] == "0"
+    env.delenv(serving.HA_PROXY_ENV)
+    serving.prepare_ray_env(GatewayConfig(ingress="proxy"))
+    assert os.environ[serving.HA_PROXY_ENV] == "0"
+    env.delenv(serving.HA_PROXY_ENV)
+    env.setattr(ray, "is_initialized", lambda: True)
+    assert not serving.prepare_ray_env(GatewayConfig())
+    assert serving.HA_PROXY_ENV not in os.environ
+
+
+_CHILD = """
+import os, sys, threading, time
+engine = {int(sys.argv[1])}
+def bound():
+    os.sched_setaffinity(0, engine)  # as vLLM binds its OpenMP thread
+    time.sleep(60)
+threading.Thread(target=bound, daemon=True).start()
+time.sleep(0.5)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux only")
+def test_the_cluster_moves_off_the_engine_cores_except_threads_bound_to_them(env):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two cores")
+    engine, rest = {cpus[0]}, set(cpus) - {cpus[0]}
+    env.setenv(serving.OMP_BIND_ENV, str(cpus[0]))
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(cpus[0])],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        assert serving.keep_cluster_off_engine_cores(child.pid) == 1
+        masks = {
+            tid: os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{child.pid}/task")
+        }
+        got = sorted(tuple(sorted(m)) for m in masks.values())
+        assert got == sorted([tuple(sorted(engine)), tuple(sorted(rest))])
+    finally:
+        child.kill()
+        child.wait()
