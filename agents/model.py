@@ -270,3 +270,14 @@ class TextStream(AsyncIterator[str]):
     async def aclose(self) -> None:
         """Stop early: the model stops generating."""
         await self._source.aclose()
+
+    async def items(self) -> AsyncIterator[str | ModelReply]:
+        """What a handler passes on when it yields this stream: each text delta, then the
+        whole reply. Closing it early stops the generation."""
+        try:
+            async for text in self:
+                yield text
+        finally:
+            await self.aclose()
+        if self.reply is not None:
+            yield self.reply

@@ -11,6 +11,7 @@ Processes are grouped by what they are, from their command line::
 
     haproxy                Serve's HAProxy ingress          ray::ProxyActor   Serve's Python proxy
     ray::ServeReplica:*    one group per deployment         EngineCore        vLLM's engine core
+    VLLM::Worker           vLLM's engine worker (the model's compute, on CPU)
     vllm api_server        plain vLLM's API server          raylet, gcs_server, ...  Ray itself
     bench client           the load generator (this run's ``python -m bench run``)
 
@@ -45,6 +46,7 @@ _GROUPS = (
     (re.compile(r"ray::ProxyActor"), "serve proxy"),
     (re.compile(r"ray::ServeController"), "serve controller"),
     (re.compile(r"EngineCore"), "vllm engine core"),
+    (re.compile(r"VLLM::Worker"), "vllm engine worker"),
     (re.compile(r"vllm\.entrypoints\.openai\.api_server"), "vllm api server"),
     (re.compile(r"-m bench(\.harness)?\b| bench run"), "bench client"),
     (re.compile(r"\bgcs_server\b"), "ray gcs"),

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -327,7 +327,7 @@ class AgentExecutor:
                     await out.put(self._encode_reply(h, item.handoff))
                     await item.aclose()
                 else:
-                    async for sub in _passed_on(item):  # a stream yielded: its items, in place
+                    async for sub in item.items():  # a stream yielded: its items, in place
                         n += 1
                         if out is not None:
                             await out.put(self._encode_reply(h, sub))
@@ -414,14 +414,3 @@ def _outcome(
 
 def _can_hand_off(stream: TextStream) -> bool:
     return stream.handoff is not None and not stream.started
-
-
-async def _passed_on(stream: TextStream) -> AsyncIterator[Any]:
-    """What a handler yielding ``stream`` yields: each text delta, then the whole reply."""
-    try:
-        async for text in stream:
-            yield text
-    finally:
-        await stream.aclose()
-    if stream.reply is not None:
-        yield stream.reply

@@ -96,9 +96,10 @@ def prepare_ray_env(gateway: GatewayConfig) -> bool:
 
     ``serve run serve_app:app`` imports the application *before* it calls ``ray.init``, and the
     processes Ray starts inherit this process's environment; so this is the one moment at which
-    the application can pick Serve's ingress (``gateway.ingress``). A variable the user set
-    already wins, and a process already connected to Ray (a test, ``serve deploy`` against a
-    running cluster) is left alone: its cluster's ingress was chosen when it started.
+    the application can pick Serve's ingress (``gateway.ingress``) and name the engine's cores
+    (:func:`split_cpus_for_engine`). A variable the user set already wins, and a process already
+    connected to Ray (a test, ``serve deploy`` against a running cluster) is left alone: its
+    cluster was set up when it started.
 
     The listen host does not change: Serve forces all interfaces only when the variable is set
     before ``ray.serve`` is imported, which is not the case here, so ``http_options.host``
@@ -121,17 +122,19 @@ OMP_BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 
 
 def split_cpus_for_engine() -> list[int] | None:
-    """On a CPU-only machine, give vLLM's engine its cores and keep the cluster off them.
+    """On a CPU-only machine, name the cores vLLM's engine will have.
 
     vLLM's CPU backend binds the engine worker's threads to all cores but the last
     (``VLLM_CPU_NUM_OF_RESERVED_CPU``, default 1), which it leaves to "the frontend". A Ray
-    cluster does not know that: the raylet, GCS, dashboard, Serve's controller and HAProxy,
-    every replica and the gateway are scheduled onto the engine's core too and preempt it.
-
-    So, before Ray starts, this process -- and with it every process of the cluster it starts
-    -- is limited to the reserved cores, and ``VLLM_CPU_OMP_THREADS_BIND`` names the others, so
-    the engine binds exactly those. Nothing changes if the user chose a binding already, on a
-    machine with a GPU, or with too few cores to split.
+    cluster does not know that: the raylet, GCS, dashboard, Serve's controller and HAProxy and
+    every replica are scheduled onto the engine's cores too and preempt it. So the split is
+    made explicit before Ray starts -- ``VLLM_CPU_OMP_THREADS_BIND`` names vLLM's own choice of
+    cores, inherited by every process of the cluster -- and once the engine is warm the gateway
+    moves everything else onto the reserved ones (:func:`keep_cluster_off_engine_cores`; not
+    before, so a cold start has every core). Measured on 2 cores, the suite's chat load (437
+    tokens in, 32 out) at 16 concurrent: 34.7 requests/s as Ray places them, 39-41 split.
+    Nothing changes if the user chose a binding already, on a machine with a GPU, or with too
+    few cores to split.
 
     Returns:
         The engine's cores, or None when nothing was changed.

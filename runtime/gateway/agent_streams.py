@@ -58,14 +58,8 @@ async def run_handoffs(
                 raise UnknownModel(item.model, list(models))
             if item.traceparent and hasattr(llm, "traced"):
                 llm = llm.traced(TraceContext.parse(item.traceparent))
-            stream = llm.stream(item.prompt, **item.params)
-            try:
-                async for text in stream:
-                    yield text
-            finally:
-                await stream.aclose()
-            if stream.reply is not None:
-                yield stream.reply
+            async for sub in llm.stream(item.prompt, **item.params).items():
+                yield sub
     finally:
         await items.aclose()  # type: ignore[attr-defined]
 

@@ -221,6 +221,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             self._spec = spec
             self._cfg = cfg
             self._hosts: dict[str, ModelHost] = {}
+            self._placing: asyncio.Task[None] | None = None
             routes: dict[str, Any] = {n: h for n, h in models.items() if not isinstance(h, ModelAt)}
             for name in hosted_models(cfg):  # fallbacks first
                 mc = cfg.models[name]
@@ -250,7 +251,8 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             self._metrics.watch_cache(self._cache.stats)
             clients = {n: ModelServerClient(routes[n], n) for n in models}
             await asyncio.gather(*(h.start() for h in self._hosts.values()))
-            self._placing = asyncio.create_task(self._place_when_warm()) if self._hosts else None
+            if self._hosts:
+                self._placing = asyncio.create_task(self._place_when_warm())
             self._completions = Completions(
                 cfg, clients, self._client, self._cache, self._metrics, self._telemetry
             )

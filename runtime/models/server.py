@@ -259,8 +259,8 @@ class ModelHost:
 
         A list of turns is a chat, a string a completion. Cancelling the call aborts the
         generation in the engine. ``batch`` merges deltas that pile up while the consumer is
-        busy (:func:`~runtime.models._wire.coalesce`): right when each item crosses Ray, a
-        needless task per stream for a caller in this process.
+        busy (:func:`~runtime.models._wire.coalesce`): worth it when each item crosses Ray; for
+        a caller in this process it would only add a task per stream.
         """
         operation = "text_completion" if isinstance(prompt, str) else "chat"
         deltas = self._stream(prompt, dict(params or {}))
