@@ -159,15 +159,10 @@ def session_members(sid: int) -> list[int]:
     """Processes of session ``sid`` (Linux ``/proc``; elsewhere none are found)."""
     out = []
     for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        fields = raw[raw.rfind(b")") + 2 :].split()  # state, ppid, pgrp, session, ...
-        if len(fields) > 3 and int(fields[3]) == sid and int(entry.name) != os.getpid():
-            out.append(int(entry.name))
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == sid:
+                    out.append(int(entry.name))
     return out
 
 

@@ -350,7 +350,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 if self._cfg.models[name].load == "lazy":
                     models[name] = "lazy: loads on the first request"
                 elif name in self._hosts:
-                    models[name] = self._hosts[name].stats()["state"]
+                    models[name] = self._hosts[name].state  # no stats dict per probe
                 else:
                     try:
                         handle = self._model_handles[name]

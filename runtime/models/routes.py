@@ -102,21 +102,12 @@ class LocalModel:
 
     def __init__(self, host: ModelHost) -> None:
         self.host = host
+        self.chat = _Direct(host.chat)
+        self.complete = _Direct(host.complete)
+        self.stream = _Direct(self._stream)
 
     def options(self, **_: Any) -> LocalModel:
         return self
-
-    @property
-    def chat(self) -> _Direct:
-        return _Direct(self.host.chat)
-
-    @property
-    def complete(self) -> _Direct:
-        return _Direct(self.host.complete)
-
-    @property
-    def stream(self) -> _Direct:
-        return _Direct(self._stream)
 
     def _stream(
         self, prompt: Any, params: Any = None, traceparent: str | None = None

@@ -332,6 +332,11 @@ class ModelHost:
         finally:
             self._probing -= 1
 
+    @property
+    def state(self) -> State:
+        """Where the engine is in its lifecycle (the table above)."""
+        return self._state
+
     def record_routing_stats(self) -> dict[str, Any]:
         """Readiness for :class:`~runtime.models.router.WarmFirstRequestRouter`."""
         on_demand = self._state in ("unloaded", "failed", "sleeping")  # waits for a request
