@@ -47,3 +47,77 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+class OpenAISpec:
+    """OpenAI's response schemas (``tests/data/openai/schemas.json``, extracted from the official
+    OpenAPI document) as JSON Schema validators.
+
+    The document is OpenAPI 3.1 but still writes some nullable fields the 3.0 way
+    (``nullable: true``, even beside a ``$ref``); those become ``anyOf [..., null]`` here.
+    ``$ref``\\ s (``#/components/schemas/X``) resolve within the extracted document.
+
+    ``TEXT_CHUNK`` is a streamed text completion's chunk: the spec has no schema of its own for
+    it, and OpenAI streams ``CreateCompletionResponse`` bodies whose ``finish_reason`` is null
+    until the choice ends; that one relaxation is all it differs by.
+    """
+
+    TEXT_CHUNK = "CreateCompletionResponse (stream chunk)"
+
+    def __init__(self, doc: dict) -> None:
+        import copy
+
+        self.source = doc["source"]
+        schemas = {name: _json_schema(s) for name, s in doc["schemas"].items()}
+        chunk = copy.deepcopy(schemas["CreateCompletionResponse"])
+        reason = chunk["properties"]["choices"]["items"]["properties"]["finish_reason"]
+        chunk["properties"]["choices"]["items"]["properties"]["finish_reason"] = {
+            "anyOf": [reason, {"type": "null"}]
+        }
+        schemas[self.TEXT_CHUNK] = chunk
+        self._root = {"components": {"schemas": schemas}}
+        self._validators: dict = {}
+
+    def errors(self, name: str, instance: object) -> list[str]:
+        """Every way ``instance`` violates schema ``name`` (empty: it is valid)."""
+        from jsonschema import Draft202012Validator
+
+        v = self._validators.get(name)
+        if v is None:
+            schema = {**self._root, "$ref": f"#/components/schemas/{name}"}
+            v = self._validators[name] = Draft202012Validator(schema)
+        return [
+            f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in v.iter_errors(instance)
+        ]
+
+    def check(self, name: str, instance: object) -> None:
+        """Assert that ``instance`` is a valid ``name``."""
+        problems = self.errors(name, instance)
+        assert not problems, f"not a valid {name}: {problems}\n{instance!r:.2000}"
+
+
+def _json_schema(node: object) -> object:
+    """OpenAPI's ``nullable: true`` as JSON Schema (a property *named* nullable is kept)."""
+    if isinstance(node, dict):
+        out = {k: _json_schema(v) for k, v in node.items() if not _nullable_keyword(k, v)}
+        if node.get("nullable") is True:
+            return {"anyOf": [out, {"type": "null"}]}
+        return out
+    if isinstance(node, list):
+        return [_json_schema(v) for v in node]
+    return node
+
+
+def _nullable_keyword(key: str, value: object) -> bool:
+    return key == "nullable" and isinstance(value, bool)
+
+
+@pytest.fixture(scope="session")
+def openai_spec() -> OpenAISpec:
+    """OpenAI's response schemas: ``openai_spec.check("ErrorResponse", body)``."""
+    import json
+
+    pytest.importorskip("jsonschema")
+    doc = json.loads((Path(__file__).parent / "data" / "openai" / "schemas.json").read_text())
+    return OpenAISpec(doc)
