@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, Union, runtime_checkable
@@ -45,7 +46,7 @@ class SamplingParams:
 
     Attributes:
         max_tokens: most tokens to generate, >= 1.
-        temperature: >= 0; 0 is greedy (and cacheable).
+        temperature: finite, >= 0; 0 is greedy (and cacheable).
         top_p: in (0, 1].
         top_k: -1 (off) or >= 1.
         stop: strings that end generation.
@@ -107,10 +108,20 @@ def _check_number(
     name: str, value: Any, *, lo: float, lo_open: bool = False, hi: float | None = None
 ) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    # Finite too: +inf passes a lower bound, and would fail later, deeper (cache keys and JSON
+    # refuse it) instead of here, as the caller's error.
+    ok = ok and _is_finite(value)
     ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
     if not ok:
         bound = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
-        raise InvalidParameter(name, value, f"a number {bound}")
+        raise InvalidParameter(name, value, f"a finite number {bound}")
+
+
+def _is_finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond a double's range
+        return False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -153,7 +152,7 @@ def _too_large(size: int, limit: int) -> ApiError:
 
 
 async def _reply(send: Send, err: ApiError) -> None:
-    body = json.dumps(err.body()).encode()
+    body = err.render()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

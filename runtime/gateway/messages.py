@@ -22,7 +22,9 @@ from runtime.gateway.errors import ApiError
 __all__ = ["from_json", "to_json"]
 
 
-def from_json(types: Sequence[type], data: Any, type_name: str | None, what: str) -> Any:
+def from_json(
+    types: Sequence[type], data: Any, type_name: str | None, what: str, field: str = "message"
+) -> Any:
     """Build a message of one of ``types`` from JSON ``data``.
 
     Args:
@@ -30,6 +32,8 @@ def from_json(types: Sequence[type], data: Any, type_name: str | None, what: str
         data: the decoded JSON value.
         type_name: the class name the caller chose, or None to use the only accepted type.
         what: the receiver, for messages (``agent 'writer'``).
+        field: the body's field ``data`` came from (``message``, ``task``): errors name the
+            fields under it (``task.report.topic``).
 
     Raises:
         ApiError: 422 when no type fits or the value does not fit the type.
@@ -43,7 +47,7 @@ def from_json(types: Sequence[type], data: Any, type_name: str | None, what: str
         chosen = list(types)
     else:
         raise ApiError(422, f"{what} accepts {names}: name one in 'type'", param="type")
-    return _build(chosen[0], data, "message")
+    return _build(chosen[0], data, field)
 
 
 def _build(cls: Any, data: Any, path: str) -> Any:

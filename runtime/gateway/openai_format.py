@@ -11,6 +11,13 @@ a replayed stream and a live one have the same chunk schema:
     data: {... "choices": [{"delta": {}, "finish_reason": "stop"}]}
     data: {... "choices": [], "usage": {...}}          (when stream_options.include_usage)
     data: [DONE]
+
+Each body has every field OpenAI's OpenAPI document requires (``CreateChatCompletionResponse``,
+``CreateChatCompletionStreamResponse``, ``CreateCompletionResponse``; a chat message's
+``refusal`` is ``null``, never left out), so strict clients and generated SDKs parse it; the
+tests validate them against those schemas (``tests/data/openai``). A streamed text completion
+has no chunk schema of its own in the spec: its chunks are ``CreateCompletionResponse`` bodies
+whose ``finish_reason`` is null until the choice ends, as OpenAI's own API sends them.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents.model import ModelReply, Usage
+from runtime.gateway.errors import render_error
 
 __all__ = ["Completed", "Kind", "StreamFormat", "done_event", "error_event", "render"]
 
@@ -84,7 +92,7 @@ def render(done: Completed) -> dict[str, Any]:
         choices = [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": text},
+                "message": {"role": "assistant", "content": text, "refusal": None},
                 "finish_reason": reason,
                 "logprobs": None,
             }
@@ -134,8 +142,12 @@ class StreamFormat:
             "model": self.model,
             "choices": choices,
         }
-        if self.include_usage:
-            body["usage"] = _usage(usage) if usage is not None else None
+        if usage is not None:
+            body["usage"] = _usage(usage)
+        elif self.include_usage and self.kind == "chat":
+            # OpenAI's chat chunks say "usage": null until the last; a text completion's schema
+            # (CreateCompletionResponse) has no null usage, so its chunks leave it out.
+            body["usage"] = None
         return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
     def delta(self, index: int, text: str, finish_reason: str | None = None) -> bytes:
@@ -176,5 +188,6 @@ def done_event() -> bytes:
 
 def error_event(body: dict[str, Any]) -> bytes:
     """An error after the stream started (the status line is long gone): an SSE event with
-    OpenAI's error body, as vLLM's server sends."""
-    return b"data: " + json.dumps(body).encode() + b"\n\n"
+    OpenAI's error body, as vLLM's server sends (rendered by the one error renderer, which
+    cannot fail)."""
+    return b"data: " + render_error(body) + b"\n\n"

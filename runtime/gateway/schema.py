@@ -5,6 +5,12 @@ Pydantic checks types (a wrong type is a 400 naming the field, e.g. ``messages.0
 :func:`runtime.models.check_params`, the same check every model server runs, so ranges and the
 deployment's limits (``max_tokens``, ``n``) are enforced once, identically, at the edge.
 
+Numbers must be finite: the body's parser already refuses ``NaN``, ``Infinity`` and ``1E400``
+(:mod:`runtime.gateway.json_body`), and every model here refuses non-finite floats again
+(``allow_inf_nan=False``), so a value that got past the parser by another way (a huge integer
+where a float is expected) is a 400 naming the field, never ``inf`` in a cache key or an engine
+call. ``seed`` is bounded as OpenAI's schema bounds it (a signed 64-bit integer).
+
 Fields that OpenAI defines but this server cannot honour (``tools``, ``logprobs``,
 ``response_format``, penalties, ...) are refused with a 400 naming the field rather than
 silently ignored: a client that asked for log-probabilities must not get an answer without
@@ -42,8 +48,11 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
 }
 
 
+_SEED_MAX = 2**63 - 1  # OpenAI's bound, and what an engine's random generator takes
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     def refuse_unsupported(self) -> None:
         extra = self.model_extra or {}
@@ -53,7 +62,7 @@ class _Body(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     include_usage: bool = False
 
 
@@ -65,7 +74,7 @@ class TextPart(BaseModel):
 class Message(BaseModel):
     """One chat turn. ``content`` may be OpenAI's list of parts; only text parts are served."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -91,7 +100,7 @@ class _Sampling(_Body):
     top_k: int | None = None
     n: int | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, le=_SEED_MAX)
     ignore_eos: bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -153,7 +162,7 @@ class InvokeRequest(BaseModel):
     list of its items).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     message: Any
     type: str | None = None
     timeout_s: float | None = Field(None, gt=0)
@@ -164,6 +173,6 @@ class InvokeRequest(BaseModel):
 class TaskRequest(BaseModel):
     """``POST /v1/tasks/{queue}``: ``task`` is the JSON form of a worker's task type."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     task: Any
     type: str | None = None

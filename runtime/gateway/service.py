@@ -36,6 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agents import codec
 from agents.errors import AgentError, UnknownModel
@@ -46,7 +47,14 @@ from runtime.config import RaygentConfig
 from runtime.gateway.agent_streams import invoke_events
 from runtime.gateway.completions import Completions
 from runtime.gateway.edge import Edge
-from runtime.gateway.errors import ApiError, from_agent_error
+from runtime.gateway.errors import (
+    ApiError,
+    from_agent_error,
+    from_http_exception,
+    from_validation_error,
+    internal_error,
+)
+from runtime.gateway.json_body import StrictJsonRoute
 from runtime.gateway.messages import from_json, to_json
 from runtime.gateway.schema import (
     ChatCompletionRequest,
@@ -119,34 +127,41 @@ def _child(request: Request) -> TraceContext:
     return parent.child() if parent is not None else TraceContext.new_root()
 
 
-def _validation_error(exc: RequestValidationError) -> ApiError:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-    if err.get("type") == "json_invalid":
-        return ApiError(400, f"request body is not valid JSON: {err.get('msg')}", code="bad_json")
-    where = ".".join(loc) or "body"
-    return ApiError(400, f"{where}: {err.get('msg')}", param=where, code="invalid_type")
-
-
 def build_http(config: RaygentConfig) -> FastAPI:
     """The FastAPI app with the edge middleware and the error handlers (routes are added by
-    the deployment class, which Serve needs to own them)."""
+    the deployment class, which Serve needs to own them).
+
+    Every answer that is not a success has OpenAI's error body, whoever produced it: the edge
+    (401, 413), the body's parser (400: not UTF-8, not JSON, a non-finite number, a repeated
+    key), FastAPI's validation (400 naming the field), Starlette's routing (404, 405), a route
+    (:class:`ApiError`, SDK errors), or a bug (500, logged). JSON bodies are parsed strictly
+    (:class:`~runtime.gateway.json_body.StrictJsonRoute`, set before any route is added).
+    """
     http = FastAPI(title="raygent", version="0.1.0")
+    http.router.route_class = StrictJsonRoute
     http.add_middleware(
         Edge, keys=config.auth.api_keys, max_body_bytes=config.limits.max_body_bytes
     )
 
     @http.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> Response:
         return exc.response()
 
     @http.exception_handler(AgentError)
-    async def _agent_error(_: Request, exc: AgentError) -> JSONResponse:
+    async def _agent_error(_: Request, exc: AgentError) -> Response:
         return from_agent_error(exc).response()
 
     @http.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc).response()
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        return from_validation_error(exc).response()
+
+    @http.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return from_http_exception(request, exc).response()
+
+    @http.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        return internal_error(request, exc).response()
 
     return http
 
@@ -508,7 +523,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 t for w in workers for t in self._spec.classes[w].routes().types("queue", queue)
             }
             task = from_json(
-                sorted(types, key=lambda t: t.__name__), body.task, body.type, f"queue {queue!r}"
+                sorted(types, key=lambda t: t.__name__),
+                body.task,
+                body.type,
+                f"queue {queue!r}",
+                field="task",
             )
             task_id = await self._client.submit(queue, task, trace=_child(request))
             return {"id": task_id, "queue": queue, "state": "pending"}
@@ -516,7 +535,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
         @http.get("/v1/tasks/{task_id}")
         async def task(self, task_id: str, wait_s: float = 0.0) -> Any:
             """A task's state; ``?wait_s=N`` waits up to N seconds for it to finish."""
-            if wait_s < 0 or wait_s > self._cfg.limits.request_timeout_s:
+            if not 0 <= wait_s <= self._cfg.limits.request_timeout_s:  # NaN fails it too
                 raise ApiError(
                     400,
                     f"wait_s must be between 0 and {self._cfg.limits.request_timeout_s:g}",
