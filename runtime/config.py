@@ -214,8 +214,21 @@ class CacheConfig(_Section):
     """Entries the in-process LRU keeps."""
     shared: list[str] = Field(default_factory=list)
     """Model or agent names whose entries are shared across tenants (API keys)."""
-    socket_timeout_ms: int = Field(50, ge=1)
-    """Redis socket timeout; a slower Redis is treated as down (the request goes uncached)."""
+    socket_timeout_ms: int = Field(100, ge=1)
+    """How long Redis has to answer one call while the gateway's event loop is on time; time
+    the loop spends on other work (engine output, HTTP) is not counted, up to ``max_wait_ms``.
+    A call that runs out goes uncached. 100: 20 concurrent warm GETs with both cores busy and
+    the loop on time took p99.9 24 ms, max 35 ms (``python -m bench.cache_load``, 2 cores); the
+    old 50 ms, counted in wall time, cut off every read once the loop was busy (a GET resumes
+    its caller only after 60-80 ms there) and a quarter to 40% of a loaded gateway's answers."""
+    max_wait_ms: int | None = Field(None, ge=1)
+    """Wall-clock bound of one Redis call however late the event loop is: what a hung Redis
+    costs a request, at worst, before the breaker opens. None: 10 x ``socket_timeout_ms``
+    (1 s): a new connection's first GET took 410-580 ms with the loop saturated (same bench)."""
+    warm_connections: int = Field(4, ge=0)
+    """Redis connections each gateway replica opens at start: on a busy loop a new connection
+    costs its first call 400+ ms (connect, ``CLIENT SETNAME``, ``CLIENT SETINFO``; 2 ms idle),
+    so the first burst of distinct requests should find some open."""
     policies: dict[str, Literal["deterministic", "always", "never"]] = Field(default_factory=dict)
     """Per model/agent policy overriding ``policy``, e.g. ``{"agent:writer": "always"}``."""
     flight_wait_s: float = Field(5.0, gt=0)
@@ -224,10 +237,31 @@ class CacheConfig(_Section):
     breaker_threshold: int = Field(3, ge=1)
     """Consecutive Redis failures (timeouts, refused connections) that open the circuit
     breaker; while open, requests are served uncached without touching Redis."""
-    breaker_cooldown_s: float = Field(5.0, gt=0)
-    """How long the breaker stays open before one trial call checks whether Redis is back."""
-    max_connections: int = Field(128, ge=1)
-    """Redis connection pool size per gateway replica."""
+    breaker_cooldown_s: float = Field(1.0, gt=0)
+    """How long the breaker stays open before one trial call checks whether Redis is back:
+    a restarted Redis serves hits again within about this long. The price, while Redis hangs:
+    one request per cool-down waits out the timeout (110 ms on an on-time loop, at most
+    ``max_wait_ms``); a Redis that refuses connections costs the trial nothing."""
+    max_connections: int = Field(64, ge=1)
+    """Redis connection pool size per gateway replica: a call holds one connection for as long
+    as its caller takes to resume (20 concurrent callers held 20, idle or busy), and identical
+    requests share one call, so this is the distinct cacheable requests in flight at once;
+    64 is three times the 20 measured. A call that finds the pool full waits for a free
+    connection within its deadline (it used to fail at once, uncached)."""
+
+    @model_validator(mode="after")
+    def _bounds_fit(self) -> CacheConfig:
+        if self.max_wait_ms is not None and self.max_wait_ms < self.socket_timeout_ms:
+            raise ValueError(
+                f"max_wait_ms ({self.max_wait_ms}) must be >= socket_timeout_ms "
+                f"({self.socket_timeout_ms})"
+            )
+        if self.warm_connections > self.max_connections:
+            raise ValueError(
+                f"warm_connections ({self.warm_connections}) must be <= max_connections "
+                f"({self.max_connections})"
+            )
+        return self
 
 
 class QueuesConfig(_Section):

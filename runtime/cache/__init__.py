@@ -46,9 +46,10 @@ Policy (:meth:`ResponseCache.decide`): the first rule that matches wins
     (the cache was not read: the policy, the header, or the cache failing).
 
 Single flight (:meth:`ResponseCache.flight`, :meth:`ResponseCache.get_or_compute`)
-    Within a replica, the first miss for a key leads and later ones wait on an in-process
-    future. Across replicas (Redis), the local leader runs one Lua script that reads the value
-    and otherwise takes a lock key ``raygent:cache:v1:lock:<hex>`` (``SET NX PX``, lifetime
+    Within a replica, the first request for a key leads and later ones wait on an in-process
+    future without a Redis call of their own. Across replicas (Redis), the local leader runs one
+    Lua script that reads the value -- the request's lookup, one round trip -- and otherwise
+    takes a lock key ``raygent:cache:v1:lock:<hex>`` (``SET NX PX``, lifetime
     ``flight_wait_s``); a replica that finds the lock held polls the same script with backoff
     (2 ms doubling to 50 ms) for at most ``flight_wait_s``, then computes on its own. The winner
     stores the value and deletes its lock in one script; a winner that fails replaces its lock
@@ -60,15 +61,23 @@ Single flight (:meth:`ResponseCache.flight`, :meth:`ResponseCache.get_or_compute
     deadline passed) and each follower has its own deadline; the price is that a model that
     fails for everybody is called once more per waiting request.
 
+Deadline (:mod:`.deadline`)
+    Every Redis call (connect, pool wait and read together) has ``socket_timeout_ms`` of time
+    *during which this process's event loop was on time*: a timer ticks every 10 ms while the
+    call waits, and a tick that fires late (the loop was running the engine's output or HTTP
+    work, or the process was preempted) counts nothing, because the reply may be sitting unread
+    in the socket. ``max_wait_ms`` (default 10 x) bounds the wall time however busy the loop is.
+    redis-py's own socket timeouts are that bound (a backstop), and its retries are off.
+
 Breaker (:class:`CircuitBreaker`)
-    Every Redis call runs under a deadline of ``socket_timeout_ms`` (connect, pool wait and read
-    together; redis-py's own socket timeouts are the same value, and its retries are off).
-    ``breaker_threshold`` consecutive connection failures or timeouts open the breaker; while
-    open, calls return at once without touching a socket (counted as errors). After
-    ``breaker_cooldown_s`` one trial call goes through (half-open): success closes, failure
-    reopens. Transitions are logged once each, failures while closed one line each (at most
-    ``breaker_threshold`` per cool-down). A request that saw Redis fail is served uncached
-    (status ``bypass``), and skips the other Redis calls (lock, store) it would have made.
+    ``breaker_threshold`` consecutive failures open the breaker: a refused or reset connection,
+    or a timeout while Redis answered no other call of this replica (a timeout while other calls
+    got answers is "excused": Redis is alive, the wait was ours). While open, calls return at
+    once without touching a socket (counted as errors). After ``breaker_cooldown_s`` one trial
+    call goes through (half-open): success closes, failure reopens. Transitions are logged once
+    each, failures while closed one line each (at most ``breaker_threshold`` per cool-down;
+    excused timeouts at debug level). A request that saw Redis fail is served uncached (status
+    ``bypass``), and skips the other Redis calls (lock, store) it would have made.
 
 Not supported: Redis Cluster (the flight scripts touch the value and the lock key, which do not
 share a hash slot), and values larger than Redis's 512 MB string limit.
@@ -85,7 +94,13 @@ Example:
 from runtime.cache.backends import KEY_PREFIX, LOCK_PREFIX
 from runtime.cache.breaker import CircuitBreaker
 from runtime.cache.core import LATENCY_BUCKETS_S, Flight, ResponseCache
-from runtime.cache.keys import CacheDecision, CacheKeyError, cache_decision, cache_key
+from runtime.cache.keys import (
+    CacheDecision,
+    CacheKeyError,
+    cache_decision,
+    cache_key,
+    cache_scope,
+)
 
 __all__ = [
     "KEY_PREFIX",
@@ -98,4 +113,5 @@ __all__ = [
     "ResponseCache",
     "cache_decision",
     "cache_key",
+    "cache_scope",
 ]

@@ -1,6 +1,12 @@
 """Where cache entries live: an in-process LRU, or Redis (the only module here that imports
 ``redis``). Methods raise whatever their transport raises; :class:`~runtime.cache.core.
 ResponseCache` translates, so no Redis exception leaves the package.
+
+Round trips per request (Redis): a lookup that leads a flight is one ``EVALSHA`` of the claim
+script (the value, else the flight lock); a hit from another request in flight here is none; a
+store is one ``EVALSHA`` (value and unlock). redis-py parses replies with hiredis when it is
+installed (the ``redis[hiredis]`` dependency), which keeps a large cached answer's parse off
+the event loop's budget.
 """
 
 from __future__ import annotations
@@ -71,6 +77,10 @@ class Backend(ABC):
 
     async def ping(self) -> None:
         return None
+
+    async def warm(self, connections: int) -> None:
+        """Get ready for the first requests (open connections, load scripts)."""
+        return None  # noqa: RET501 (like ping and close: nothing to do by default)
 
     async def close(self) -> None:
         return None
@@ -155,14 +165,18 @@ class RedisBackend(Backend):
     fallible = True
 
     def __init__(self, url: str, *, timeout_s: float, max_connections: int) -> None:
-        self._redis = aioredis.Redis.from_url(
+        # A full pool makes a call wait for a free connection (within the caller's deadline)
+        # instead of failing at once: a burst is not an outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),  # a retry after a timeout doubles the stall; none
             max_connections=max_connections,
+            timeout=2 * timeout_s,  # a backstop: the caller's deadline ends the wait first
             client_name="raygent:cache",  # names the connections in CLIENT LIST
         )
+        self._redis = aioredis.Redis.from_pool(pool)
         self._claim = self._redis.register_script(_CLAIM_LUA)
         self._settle = self._redis.register_script(_SETTLE_LUA)
 
@@ -188,6 +202,22 @@ class RedisBackend(Backend):
 
     async def ping(self) -> None:
         await self._redis.ping()
+
+    async def warm(self, connections: int) -> None:
+        """Open ``connections`` connections and load both scripts: a new connection costs
+        three round trips (connect, ``CLIENT SETNAME``, ``CLIENT SETINFO``) and a script not yet
+        loaded two more (``NOSCRIPT``, ``SCRIPT LOAD``) -- each a loop iteration on a busy
+        event loop (``python -m bench.cache_load``, ``connect`` rows)."""
+        pool = self._redis.connection_pool
+        held = []
+        try:
+            for _ in range(connections):
+                held.append(await pool.get_connection())
+        finally:
+            for conn in held:
+                await pool.release(conn)
+        for script in (self._claim, self._settle):
+            await self._redis.script_load(script.script)
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import math
 import secrets
-import sys
 import time
 from bisect import bisect_left
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -25,6 +24,7 @@ from runtime.cache.backends import (
     make_backend,
 )
 from runtime.cache.breaker import CircuitBreaker
+from runtime.cache.deadline import DeadlineExpired, DeadlinePolicy, run_within
 from runtime.cache.keys import (
     POLICIES,
     CacheDecision,
@@ -53,6 +53,13 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 
 _POLL_FIRST_S = 0.002
 _POLL_MAX_S = 0.05
+# The deadline's ticks (runtime.cache.deadline), from ``python -m bench.cache_load`` on the
+# 2-core test machine: an idle loop, or one with every core busy, wakes a timer at most ~7 ms
+# late (p99.9 2-5 ms), so a tick more than 10 ms late means the loop was busy elsewhere. A
+# tick every 10 ms samples the lag finely enough for a 100 ms budget and costs a slow call ten
+# timer callbacks; a call that answers in time (p99.9 < 25 ms loaded) sees at most two.
+_DEADLINE_SLACK_S = 0.010
+_DEADLINE_TICK_S = 0.010
 
 
 class Unavailable(RaygentRuntimeError):
@@ -95,7 +102,13 @@ class Flight:
     """
 
     def __init__(
-        self, key: str, future: asyncio.Future[bytes | None], *, leader: bool, remote: bool
+        self,
+        key: str,
+        future: asyncio.Future[bytes | None],
+        *,
+        leader: bool,
+        remote: bool,
+        origin: Flight | None = None,
     ) -> None:
         self.key = key
         self.leader = leader
@@ -104,6 +117,15 @@ class Flight:
         self._value: bytes | None = None
         self._published = False
         self._token: str | None = None  # the Redis lock this leader holds
+        self._origin = origin  # a local follower's leader
+        self._looked: LookupStatus | None = None
+
+    @property
+    def looked(self) -> LookupStatus | None:
+        """What the flight's read of the cache found (``flight(lookup=True)``): ``hit``,
+        ``miss`` or ``error`` (the cache could not be asked: serve uncached, store nothing);
+        a local follower reports its leader's. None without ``lookup``."""
+        return self._origin._looked if self._origin is not None else self._looked
 
     def publish(self, value: bytes | None) -> None:
         """Hand the leader's result to the followers now; stored when the flight ends.
@@ -152,13 +174,18 @@ class ResponseCache:
         policy: default policy: ``deterministic``, ``always`` or ``never``.
         max_entries: LRU capacity (in-process only).
         shared: model/agent names whose entries are shared across tenants.
-        socket_timeout_ms: deadline of each Redis call (connect, pool wait and reply).
+        socket_timeout_ms: how long Redis has to answer one call while this replica's event
+            loop is on time (connect, pool wait and reply); time the loop spends elsewhere is
+            not counted (:mod:`runtime.cache.deadline`).
         policies: per model/agent policy overriding ``policy``.
         flight_wait_s: longest a replica waits for another replica's leader (and the lifetime
             of the flight lock) before computing on its own.
         breaker_threshold: consecutive Redis failures that open the breaker.
         breaker_cooldown_s: how long the breaker stays open before a trial call.
         max_connections: Redis connection pool size of this replica.
+        max_wait_ms: wall-clock bound of one Redis call, however busy the loop is; None:
+            10 x ``socket_timeout_ms``.
+        warm_connections: Redis connections :meth:`start` opens ahead of the first requests.
         clock: monotonic seconds for the LRU expiry and the breaker (tests inject one).
 
     Example:
@@ -177,12 +204,14 @@ class ResponseCache:
         policy: Policy = "deterministic",
         max_entries: int = 10_000,
         shared: Iterable[str] = (),
-        socket_timeout_ms: int = 50,
+        socket_timeout_ms: int = 100,
         policies: Mapping[str, Policy] | None = None,
         flight_wait_s: float = 5.0,
         breaker_threshold: int = 3,
-        breaker_cooldown_s: float = 5.0,
-        max_connections: int = 128,
+        breaker_cooldown_s: float = 1.0,
+        max_connections: int = 64,
+        max_wait_ms: int | None = None,
+        warm_connections: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         _positive("ttl_s", ttl_s)
@@ -190,6 +219,17 @@ class ResponseCache:
         _positive("flight_wait_s", flight_wait_s)
         _positive("max_entries", max_entries)
         _positive("max_connections", max_connections)
+        if max_wait_ms is None:
+            max_wait_ms = 10 * socket_timeout_ms
+        if max_wait_ms < socket_timeout_ms:
+            raise ValueError(
+                f"max_wait_ms ({max_wait_ms}) must be >= socket_timeout_ms ({socket_timeout_ms})"
+            )
+        if not 0 <= warm_connections <= max_connections:
+            raise ValueError(
+                f"warm_connections must be in [0, max_connections={max_connections}], "
+                f"got {warm_connections}"
+            )
         self.policies: dict[str, Policy] = dict(policies or {})
         for where, p in (
             ("policy", policy),
@@ -202,10 +242,18 @@ class ResponseCache:
         self.shared = frozenset(shared)
         self.flight_wait_s = flight_wait_s
         self._timeout_s = socket_timeout_ms / 1000
-        # Store entries: Redis when there is a URL, else an LRU in this process.
+        self._deadline = DeadlinePolicy(
+            budget_s=self._timeout_s,
+            tick_s=_DEADLINE_TICK_S,
+            slack_s=_DEADLINE_SLACK_S,
+            cap_s=max_wait_ms / 1000,
+        )
+        self._warm = warm_connections
+        # Store entries: Redis when there is a URL, else an LRU in this process. redis-py's own
+        # socket timeouts are the wall-clock cap: a backstop; our deadline decides first.
         self._backend = make_backend(
             url,
-            timeout_s=self._timeout_s,
+            timeout_s=self._deadline.cap_s,
             max_entries=max_entries,
             max_connections=max_connections,
             clock=clock,
@@ -213,7 +261,8 @@ class ResponseCache:
         self._breaker = CircuitBreaker(
             threshold=breaker_threshold, cooldown_s=breaker_cooldown_s, clock=clock
         )
-        self._flights: dict[str, asyncio.Future[bytes | None]] = {}
+        self._flights: dict[str, Flight] = {}  # the local leader of each key in flight
+        self._answered_at = -math.inf  # perf_counter() of the last call Redis answered
         self._latency = _Histogram(LATENCY_BUCKETS_S)
         self._counts = dict.fromkeys(
             (
@@ -226,6 +275,8 @@ class ResponseCache:
                 "stores",
                 "single_flight_waits",
                 "single_flight_timeouts",
+                "timeouts",
+                "excused_timeouts",
             ),
             0,
         )
@@ -258,6 +309,8 @@ class ResponseCache:
             "breaker_threshold",
             "breaker_cooldown_s",
             "max_connections",
+            "max_wait_ms",
+            "warm_connections",
         ):
             if getattr(config, name, None) is not None:
                 kwargs[name] = getattr(config, name)
@@ -272,7 +325,10 @@ class ResponseCache:
         return self._backend.name
 
     async def start(self) -> None:
-        """Check that Redis answers; if not, open the breaker (never raises)."""
+        """Check that Redis answers; if not, open the breaker (never raises). Then open
+        ``warm_connections`` connections and load the flight scripts, so that the first burst
+        of requests does not pay for connecting (3 round trips each: connect, name, client
+        info) and for loading scripts."""
         if not self._backend.fallible:
             return
         t0 = time.perf_counter()
@@ -282,6 +338,10 @@ class ResponseCache:
             self._breaker.trip("no answer at start")
             return
         log.info("response cache: Redis answers (%.1f ms)", 1000 * (time.perf_counter() - t0))
+        try:  # not through the breaker: a slow warm-up says nothing about Redis
+            await asyncio.wait_for(self._backend.warm(self._warm), self._deadline.cap_s)
+        except Exception as exc:  # the connections open on demand instead
+            log.info("response cache: Redis warm-up skipped: %s", self._describe(exc))
 
     async def close(self) -> None:
         """Close the Redis connections; safe to call twice. Later calls miss and store nothing."""
@@ -349,11 +409,14 @@ class ResponseCache:
             status = "hit" if value is not None else "miss"
         except Unavailable:
             pass
+        self._count_lookup(t0, status)
+        return value, status
+
+    def _count_lookup(self, t0: float, status: LookupStatus) -> None:
         self._latency.observe(time.perf_counter() - t0)
         self._counts["lookups"] += 1
         if status != "error":
             self._counts["hits" if status == "hit" else "misses"] += 1
-        return value, status
 
     async def put(self, key: str, value: bytes) -> None:
         """Store ``value`` for ``ttl_s`` (absolute). Never raises for backend trouble."""
@@ -372,7 +435,7 @@ class ResponseCache:
 
     @contextlib.asynccontextmanager
     async def flight(
-        self, key: str, *, store: bool = True, remote: bool = True
+        self, key: str, *, store: bool = True, remote: bool = True, lookup: bool = False
     ) -> AsyncIterator[Flight]:
         """Join the single flight for ``key``: one caller computes, the others wait for it.
 
@@ -383,12 +446,19 @@ class ResponseCache:
         the block without publishing counts as failed. The leader's value is stored when the
         block ends (if ``store``).
 
+        With ``lookup`` the flight is also the request's cache read, so that no separate
+        :meth:`lookup` is needed: the leader's look for the value is that read (value and lock
+        in one round trip), and a caller that finds an identical request in flight here makes
+        no backend call at all. :attr:`Flight.looked` says what the read found; a leader whose
+        read failed (``error``) makes no other backend call (lock, store).
+
         Args:
             key: from :func:`cache_key`.
             store: the value may be stored (``CacheDecision.store``); without it no other
                 replica can be served, so the flight stays in-process.
             remote: use the backend (lock, store); False after a lookup that failed, so that a
                 hung Redis is not waited for twice.
+            lookup: read the cache as part of joining (and count it as a lookup).
 
         Example (a stream: the leader streams live and records; followers replay)::
 
@@ -402,18 +472,22 @@ class ResponseCache:
                     ...  # the leader failed: stream live, then cache.put() if complete
         """
         check_key(key)
-        future = self._flights.get(key)
-        if future is not None:
+        leader = self._flights.get(key)
+        if leader is not None:
             self._counts["single_flight_waits"] += 1
-            yield Flight(key, future, leader=False, remote=False)
+            yield Flight(key, leader._future, leader=False, remote=False, origin=leader)
             return
-        future = asyncio.get_running_loop().create_future()
-        self._flights[key] = future
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         f = Flight(key, future, leader=True, remote=remote and store and not self._closed)
+        self._flights[key] = f
         outcome = "failed"
         try:
             if f._remote:
-                await self._elect(f)
+                await self._elect(f, lookup=lookup)
+            elif lookup:
+                value, f._looked = await self.lookup(key)
+                if value is not None:
+                    f._follow(value)
             yield f
             outcome = "done"
         except asyncio.CancelledError:
@@ -447,38 +521,44 @@ class ResponseCache:
             if value is not None and decision.store:
                 await self.put(key, value)
             return value, "bypass"
-        value, looked = await self.lookup(key)
-        if value is not None:
-            return value, "hit"
-        healthy = looked == "miss"
-        computed: CacheStatus = "miss" if healthy else "bypass"
-        async with self.flight(key, store=decision.store, remote=healthy) as f:
+        async with self.flight(key, store=decision.store, lookup=True) as f:
             if f.leader:
                 value = await produce()
                 f.publish(value)
-                return value, computed
+                return value, "bypass" if f.looked == "error" else "miss"
             value = await f.wait()
         if value is not None:
             return value, "hit"
+        healthy = f.looked != "error"
+        computed: CacheStatus = "miss" if healthy else "bypass"
         value = await produce()  # the leader failed or could not be cached: on our own
         if value is not None and decision.store and healthy:
             await self.put(key, value)
         return value, computed
 
-    async def _elect(self, f: Flight) -> None:
-        """Cross-replica part of leading: the value, the lock, or a bounded wait for either."""
+    async def _elect(self, f: Flight, *, lookup: bool = False) -> None:
+        """Cross-replica part of leading: the value, the lock, or a bounded wait for either.
+        With ``lookup``, the first claim is also the request's lookup (counted, timed)."""
         token = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.flight_wait_s
         delay = _POLL_FIRST_S
         waited = False
         while True:
+            t0 = time.perf_counter()
             try:
                 state, value = await self._call(
                     "claim", lambda: self._backend.claim(f.key, token, self.flight_wait_s)
                 )
             except Unavailable:
+                if lookup and f._looked is None:
+                    self._count_lookup(t0, "error")
+                    f._looked = "error"
+                    f._remote = False  # it failed once: no lock, no store for this request
                 return  # lead without the lock; the store will be skipped or fail fast
+            if lookup and f._looked is None:
+                f._looked = "hit" if state == HIT and value is not None else "miss"
+                self._count_lookup(t0, f._looked)
             if state == HIT and value is not None:
                 f._follow(value)
                 return
@@ -505,7 +585,7 @@ class ResponseCache:
 
     async def _finish(self, f: Flight, outcome: str) -> None:
         """End a leader's flight: wake the followers, then store and unlock (or mark failed)."""
-        if self._flights.get(f.key) is f._future:
+        if self._flights.get(f.key) is f:
             del self._flights[f.key]
         value = f._value if f._published else None
         if not f._future.done():
@@ -534,12 +614,15 @@ class ResponseCache:
     def stats(self) -> dict[str, Any]:
         """Counters for metrics.
 
-        ``lookups`` = ``hits`` + ``misses`` + failed lookups (the cache asked, by request);
+        ``lookups`` = ``hits`` + ``misses`` + failed lookups (backend reads: :meth:`lookup`, or
+        a flight leader's read; a request that joins a flight in this replica reads nothing);
         ``errors`` counts every backend call that failed or was skipped by the open breaker
         (``short_circuits``), lookups, stores and flight calls alike; ``bypass`` counts
         requests :meth:`decide` kept from reading; ``single_flight_waits`` counts requests that
         waited for another's computation (in this replica or another),
         ``single_flight_timeouts`` those that gave up waiting for another replica.
+        ``timeouts`` counts calls that ran out of their deadline, ``excused_timeouts`` those
+        of them not held against Redis (it answered other calls meanwhile).
         ``lookup_latency`` is a Prometheus-style histogram: ``buckets`` holds
         ``(upper_bound_s, cumulative_count)`` pairs, the last bound ``inf``.
         """
@@ -557,7 +640,14 @@ class ResponseCache:
 
     async def _call(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run one backend call under the breaker and the deadline; failures leave as
-        ``Unavailable`` (counted, and logged while the breaker is closed)."""
+        ``Unavailable`` (counted, and logged while the breaker is closed).
+
+        What the breaker hears: an answer (a value, or an error reply such as OOM) is a
+        success; a refused or reset connection is a failure; a timeout is a failure only if
+        Redis answered no other call of this replica while this one waited -- otherwise Redis
+        is alive and the wait was ours (a busy loop, a slow connection), which the breaker
+        cannot cure ("excused": counted, logged at debug level, the request goes uncached).
+        """
         if not self._backend.fallible:
             return await op()
         if not self._breaker.allow():
@@ -568,7 +658,15 @@ class ResponseCache:
         cancels = _cancel_requests(task)
         t0 = time.perf_counter()
         try:
-            result = await _within(self._timeout_s, op)
+            result = await run_within(self._deadline, op)
+        except DeadlineExpired as exc:
+            self._counts["timeouts"] += 1
+            excused = self._answered_at > t0
+            if excused:
+                self._counts["excused_timeouts"] += 1
+                self._breaker.abandon()
+            self._fail(what, t0, exc, trip=not excused, quiet=excused)
+            raise Unavailable(what) from exc
         except POOL_FULL_ERRORS as exc:  # our pool is full; Redis may be fine
             self._breaker.abandon()
             self._fail(what, t0, exc, trip=False)
@@ -577,22 +675,29 @@ class ResponseCache:
             self._fail(what, t0, exc, trip=True)
             raise Unavailable(what) from exc
         except ANSWER_ERRORS as exc:  # an answer (OOM, READONLY, ...): Redis is up
-            self._breaker.success()
+            self._answered()
             self._fail(what, t0, exc, trip=False)
             raise Unavailable(what) from exc
         except BaseException:
             self._breaker.abandon()
             raise
-        self._breaker.success()
+        self._answered()
         if _cancel_requests(task) > cancels:
             raise asyncio.CancelledError  # redis-py swallowed our cancel (wait_for before 3.12)
         return result
 
-    def _fail(self, what: str, t0: float, exc: BaseException, *, trip: bool) -> None:
+    def _answered(self) -> None:
+        self._answered_at = time.perf_counter()
+        self._breaker.success()
+
+    def _fail(
+        self, what: str, t0: float, exc: BaseException, *, trip: bool, quiet: bool = False
+    ) -> None:
         self._counts["errors"] += 1
         described = self._describe(exc)
         if self._breaker.state == "closed":
-            log.warning(
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
                 "response cache: Redis %s failed after %.1f ms: %s; serving uncached",
                 what,
                 1000 * (time.perf_counter() - t0),
@@ -603,9 +708,14 @@ class ResponseCache:
             self._breaker.failure(reason)
 
     def _describe(self, exc: BaseException) -> str:
-        if isinstance(exc, TIMEOUT_ERRORS):
+        if isinstance(exc, DeadlineExpired):
             ms = round(1000 * self._timeout_s)
-            return f"no answer within {ms} ms (cache.socket_timeout_ms)"
+            why = " (cache.max_wait_ms)" if exc.capped else ""
+            late = "; this process's event loop was late, the wait was stretched" * exc.loop_late
+            return f"no answer within {ms} ms (cache.socket_timeout_ms){why}{late}"
+        if isinstance(exc, TIMEOUT_ERRORS):
+            ms = round(1000 * self._deadline.cap_s)
+            return f"no answer within {ms} ms (cache.max_wait_ms)"
         text = str(exc)
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -613,14 +723,6 @@ class ResponseCache:
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
-
-
-async def _within(timeout_s: float, op: Callable[[], Awaitable[T]]) -> T:
-    """``await op()`` with a deadline (``TimeoutError`` when it passes)."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(timeout_s):
-            return await op()
-    return await asyncio.wait_for(op(), timeout_s)
 
 
 def _cancel_requests(task: asyncio.Task[Any] | None) -> int:

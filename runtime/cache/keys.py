@@ -19,6 +19,7 @@ __all__ = [
     "Policy",
     "cache_decision",
     "cache_key",
+    "cache_scope",
     "check_key",
     "is_deterministic",
 ]
@@ -91,10 +92,22 @@ def cache_key(
         "prompt": _canonical(prompt, "prompt"),
         "params": _canonical(params, "params"),
         "shared": bool(shared),
-        "tenant": None if shared else tenant,
+        "tenant": cache_scope(tenant, shared=shared),
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def cache_scope(tenant: str | None, *, shared: bool) -> str | None:
+    """Who may reuse what a request leaves cached: its tenant, or None (everybody) for a
+    shared target. The scope of the response cache's key, and the ``cache_salt`` the gateway
+    gives vLLM, so that its prefix cache (KV blocks) is reused within the same scope only.
+
+    Example:
+        >>> cache_scope("key:1f2e", shared=False), cache_scope("key:1f2e", shared=True)
+        ('key:1f2e', None)
+    """
+    return None if shared else tenant
 
 
 def _check_str(name: str, value: Any) -> None:

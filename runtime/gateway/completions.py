@@ -35,7 +35,7 @@ from agents import codec
 from agents.errors import AgentError, SendTimeout, UnknownModel
 from agents.model import ChatRequest, ModelReply, SamplingParams, Usage
 from agents.tracing import TraceContext
-from runtime.cache import CacheDecision, ResponseCache, cache_key
+from runtime.cache import CacheDecision, ResponseCache, cache_key, cache_scope
 from runtime.cluster import ClusterClient
 from runtime.config import RaygentConfig
 from runtime.gateway.agent_streams import ChatFold, reply_text, run_handoffs
@@ -157,11 +157,14 @@ class Completions:
             tenant=tenant,
             shared=shared,
         )
+        # vLLM's prefix cache is scoped as the response cache is: a tenant's prompt reuses only
+        # its own tenant's KV blocks (unless the target is shared)
+        salt = cache_scope(tenant, shared=shared)
         # gateway -> cache -> target: one span each, the target's call a child of the cache's
         with self._telemetry.span(f"POST {route}", trace, kind="server") as root:
             root.attributes.update({"http.route": route, "raygent.target": target.name})
             with self._telemetry.span("raygent.cache", root.context) as cache_span:
-                call = _Call(self, target, kind, prompt, sp, cache_span.context)
+                call = _Call(self, target, kind, prompt, sp, cache_span.context, salt)
                 if req.stream:
                     response = await self._stream(call, key, decision, req.include_usage)
                 else:
@@ -193,26 +196,25 @@ class Completions:
         if not decision.lookup:  # no-store / no-cache / policy: live, stored only if allowed
             put = self._put_after(key) if decision.store else None
             return await self._live(call, include_usage, "bypass", put)
-        value, looked = await self._cache.lookup(key)
-        if value is not None:
-            return self._replay(Completed.from_bytes(value), include_usage)
-        healthy = looked == "miss"  # "error": Redis failed; do not wait on it again
-        status = "miss" if healthy else "bypass"
         stack = contextlib.AsyncExitStack()
         try:
+            # the cache read and the flight in one: a stored answer, an identical request in
+            # flight here (no Redis call), or the lead (value and lock in one round trip)
             flight = await stack.enter_async_context(
-                self._cache.flight(key, store=decision.store, remote=healthy)
+                self._cache.flight(key, store=decision.store, lookup=True)
             )
             if not flight.leader:
                 value = await asyncio.wait_for(flight.wait(), call.left())
                 await stack.aclose()
                 if value is not None:
                     return self._replay(Completed.from_bytes(value), include_usage)
+                healthy = flight.looked != "error"  # Redis failed: do not wait on it again
                 put = self._put_after(key) if decision.store and healthy else None
-                return await self._live(call, include_usage, status, put)
+                return await self._live(call, include_usage, "miss" if healthy else "bypass", put)
         except BaseException:
             await stack.aclose()
             raise
+        status = "bypass" if flight.looked == "error" else "miss"
 
         async def lead(done: Completed | None) -> None:
             try:
@@ -330,6 +332,7 @@ class _Call:
         prompt: Any,
         sp: SamplingParams,
         trace: TraceContext,
+        cache_salt: str | None = None,
     ) -> None:
         self.owner = owner
         self.target = target
@@ -337,6 +340,7 @@ class _Call:
         self.prompt = prompt
         self.sp = sp
         self.trace = trace
+        self.cache_salt = cache_salt  # vLLM's prefix-cache scope (models only, not agents)
         self.started = time.monotonic()
         self._deadline = self.started + owner._timeout
         self.streamed_agent = False  # an agent's handler streamed this answer (not whole())
@@ -366,7 +370,7 @@ class _Call:
         return done
 
     async def _model(self, trace: TraceContext) -> Completed:
-        llm = self.owner._models[self.target.model or ""].traced(trace)
+        llm = self.owner._models[self.target.model or ""].traced(trace).scoped(self.cache_salt)
         params = self.sp.to_dict()
         if self.kind == "chat":
             reply = await llm.chat(self.prompt, **params)
@@ -421,7 +425,7 @@ class _Call:
                 last = i == len(done.texts) - 1
                 yield ModelDelta(text, i, done.model, reason, done.usage if last else None)
             return
-        llm = self.owner._models[self.target.model or ""]
+        llm = self.owner._models[self.target.model or ""].scoped(self.cache_salt)
         gen = llm.stream_deltas(self.prompt, **self.sp.to_dict())
         try:
             try:

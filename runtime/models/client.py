@@ -51,7 +51,13 @@ from agents.model import (
 from agents.tracing import TraceContext
 from runtime.models._wire import ModelDelta
 
-__all__ = ["ModelServerClient", "deployment_name", "translate_ray_error"]
+__all__ = ["CACHE_SALT", "ModelServerClient", "deployment_name", "translate_ray_error"]
+
+CACHE_SALT = "cache_salt"
+"""The request parameter, beside the sampling parameters, that scopes vLLM's prefix cache: only
+requests with the same salt reuse each other's KV blocks (``ModelServerClient.scoped``). It
+travels in ``params`` so that every handle shape (a deployment, ``RoutedModel``, ``LocalModel``,
+a fallback) carries it unchanged; the model host takes it out before checking the rest."""
 
 
 def deployment_name(model: str) -> str:
@@ -73,12 +79,21 @@ class ModelServerClient:
         self._stream_handle = handle.options(stream=True)
         self.name = name
         self._traceparent: str | None = None
+        self._salt: dict[str, str] = {}  # {CACHE_SALT: ...} when scoped
 
     def traced(self, trace: TraceContext | None) -> ModelServerClient:
         """A view of this client whose calls are spans in ``trace`` (the runtime gives each
         handler call its own view, so ``ctx.llm`` calls join the handler's trace)."""
         view = copy.copy(self)
         view._traceparent = trace.traceparent if trace is not None else None
+        return view
+
+    def scoped(self, cache_salt: str | None) -> ModelServerClient:
+        """A view of this client whose requests reuse vLLM's prefix cache only with requests of
+        the same ``cache_salt`` (the gateway passes the caller's cache scope, its tenant); None:
+        unscoped, as a plain client."""
+        view = copy.copy(self)
+        view._salt = {CACHE_SALT: cache_salt} if cache_salt is not None else {}
         return view
 
     @classmethod
@@ -89,6 +104,7 @@ class ModelServerClient:
     async def chat(self, messages: Sequence[ChatMessage], **params: Any) -> ModelReply:
         """Answer a chat. Keyword arguments are :class:`~agents.model.SamplingParams` fields."""
         SamplingParams(**_known(params))  # fail fast, before a network hop
+        params = {**params, **self._salt}
         return await self._call(self._handle.chat.remote(list(messages), params, self._traceparent))
 
     async def complete(self, prompt: str, **params: Any) -> ModelReply:
@@ -96,6 +112,7 @@ class ModelServerClient:
         if not isinstance(prompt, str):
             raise InvalidParameter("prompt", prompt, "a string (use chat() for turns)")
         SamplingParams(**_known(params))
+        params = {**params, **self._salt}
         return await self._call(self._handle.complete.remote(prompt, params, self._traceparent))
 
     def stream(self, prompt: Prompt, **params: Any) -> TextStream:
@@ -127,6 +144,7 @@ class ModelServerClient:
         SamplingParams(**_known(params))
         if not isinstance(prompt, str):
             prompt = list(prompt)
+        params = {**params, **self._salt}
         gen = self._stream_handle.stream.remote(prompt, params, self._traceparent)
         done = False
         try:

@@ -150,8 +150,14 @@ class ModelEngine:
 
     # ---- requests -------------------------------------------------------------------------
 
-    async def generate(self, prompt: Prompt, params: SamplingParams) -> ModelReply:
+    async def generate(
+        self, prompt: Prompt, params: SamplingParams, *, cache_salt: str | None = None
+    ) -> ModelReply:
         """Answer ``prompt`` (a list of chat turns, or a raw string) whole.
+
+        ``cache_salt`` scopes vLLM's prefix cache: only requests with the same salt reuse each
+        other's cached KV blocks (the gateway passes the caller's tenant; None shares with
+        every unsalted request).
 
         Raises:
             InvalidParameter: the prompt does not fit, or vLLM rejects a parameter.
@@ -160,7 +166,7 @@ class ModelEngine:
         texts: dict[int, str] = {}
         reasons: dict[int, str] = {}
         usage = Usage()
-        async for delta in self._run(prompt, params, RequestOutputKind.FINAL_ONLY):
+        async for delta in self._run(prompt, params, RequestOutputKind.FINAL_ONLY, cache_salt):
             texts[delta.index] = texts.get(delta.index, "") + delta.text
             if delta.finish_reason is not None:
                 reasons[delta.index] = delta.finish_reason
@@ -175,12 +181,15 @@ class ModelEngine:
             choices=choices,
         )
 
-    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[ModelDelta]:
-        """Yield deltas as they are generated; the last one carries ``usage``.
+    def stream(
+        self, prompt: Prompt, params: SamplingParams, *, cache_salt: str | None = None
+    ) -> AsyncIterator[ModelDelta]:
+        """Yield deltas as they are generated; the last one carries ``usage``. ``cache_salt``
+        as in :meth:`generate`.
 
         Closing the iterator early, or cancelling its consumer, aborts the request in the engine.
         """
-        return self._run(prompt, params, RequestOutputKind.DELTA)
+        return self._run(prompt, params, RequestOutputKind.DELTA, cache_salt)
 
     async def probe(self, timeout_s: float) -> None:
         """Generate one token within ``timeout_s``: proof that the engine makes progress.
@@ -322,7 +331,11 @@ class ModelEngine:
         return list(ids), text
 
     async def _run(
-        self, prompt: Prompt, params: SamplingParams, kind: RequestOutputKind
+        self,
+        prompt: Prompt,
+        params: SamplingParams,
+        kind: RequestOutputKind,
+        cache_salt: str | None = None,
     ) -> AsyncIterator[ModelDelta]:
         llm = self._require_llm()
         ids, text = await self._tokenize(prompt)
@@ -346,7 +359,7 @@ class ModelEngine:
         request_id = uuid.uuid4().hex
         completion = [0] * params.n
         finished = False
-        gen = llm.generate(tokens_input(ids, prompt=text), sp, request_id)
+        gen = llm.generate(tokens_input(ids, prompt=text, cache_salt=cache_salt), sp, request_id)
         self._inflight += 1
         try:
             async for out in gen:

@@ -101,7 +101,7 @@ from runtime.config import LimitsConfig, ModelConfig, RaygentConfig, TelemetryCo
 from runtime.errors import ConfigError
 from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta, coalesce
-from runtime.models.client import deployment_name, translate_ray_error
+from runtime.models.client import CACHE_SALT, deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.models.routes import ModelAt, resolve_model
 from runtime.serving import GATEWAY, actor_options, scaling_options
@@ -412,12 +412,13 @@ class ModelHost:
     # ---- requests ---------------------------------------------------------------------------
 
     async def _answer(self, kind: str, prompt: Prompt, params: dict[str, Any]) -> ModelReply:
-        sp = check_params(params, self._limits)
+        salt = _cache_salt(params)
+        sp = check_params({k: v for k, v in params.items() if k != CACHE_SALT}, self._limits)
         self._begin()
         try:
             try:
                 return await asyncio.wait_for(
-                    self._generate(prompt, sp), self._cfg.request_timeout_s
+                    self._generate(prompt, sp, salt), self._cfg.request_timeout_s
                 )
             except InvalidParameter:
                 raise
@@ -436,10 +437,12 @@ class ModelHost:
         finally:
             self._end()
 
-    async def _generate(self, prompt: Prompt, sp: SamplingParams) -> ModelReply:
+    async def _generate(
+        self, prompt: Prompt, sp: SamplingParams, cache_salt: str | None = None
+    ) -> ModelReply:
         engine = await self._ensure_engine()
         self._admit()
-        return await engine.generate(prompt, sp)
+        return await engine.generate(prompt, sp, cache_salt=cache_salt)
 
     def _admit(self) -> None:
         self._admitted += 1
@@ -447,7 +450,8 @@ class ModelHost:
             self._event("request_admitted")
 
     async def _stream(self, prompt: Prompt, params: dict[str, Any]) -> AsyncIterator[ModelDelta]:
-        sp = check_params(params, self._limits)
+        salt = _cache_salt(params)
+        sp = check_params({k: v for k, v in params.items() if k != CACHE_SALT}, self._limits)
         self._begin()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._cfg.request_timeout_s
@@ -456,7 +460,7 @@ class ModelHost:
             try:
                 engine = await asyncio.wait_for(self._ensure_engine(), deadline - loop.time())
                 self._admit()
-                deltas = engine.stream(prompt, sp)
+                deltas = engine.stream(prompt, sp, cache_salt=salt)
                 try:
                     # Until the first delta, a slow engine may still hand over to the fallback,
                     # so the wait is bounded; after it, the deadline is checked per delta (a
@@ -703,6 +707,14 @@ async def _idle_watch(ref: weakref.ref[ModelHost], idle_s: float) -> None:
             except Exception:
                 log.exception("model %r: idle unload failed", server._name)
         del server
+
+
+def _cache_salt(params: Mapping[str, Any]) -> str | None:
+    """The request's prefix-cache scope (:data:`~runtime.models.client.CACHE_SALT`), if any."""
+    salt = params.get(CACHE_SALT)
+    if salt is not None and (not isinstance(salt, str) or not salt):
+        raise InvalidParameter(CACHE_SALT, salt, "a non-empty string")
+    return salt
 
 
 def _retrieve_exception(task: asyncio.Task[Any]) -> None:

@@ -27,6 +27,7 @@ from runtime.cache import (
     cache_decision,
     cache_key,
 )
+from runtime.cache.deadline import Deadline, DeadlineExpired, DeadlinePolicy, run_within
 from runtime.config import CacheConfig
 from runtime.errors import RaygentRuntimeError
 
@@ -652,4 +653,190 @@ async def test_requests_are_served_uncached_while_the_backend_fails():
     # one call for all five even so; the failed lookup keeps the flight off the backend
     assert produce.calls == 1
     assert sorted(s for _, s in results) == ["bypass"] + ["hit"] * 4
-    assert fake.calls == 5  # the five lookups; no lock, no store
+    assert fake.calls == 1  # the leader's lookup (and lock, one call); no store, no other call
+
+
+# -- the deadline: Redis's time, not the loop's --------------------------------------------------
+
+
+def deadline(**overrides) -> Deadline:
+    args = {"budget_s": 0.1, "tick_s": 0.01, "slack_s": 0.01, "cap_s": 0.5, "start": 0.0}
+    args.update(overrides)
+    return Deadline(**args)
+
+
+def run_ticks(d: Deadline, lateness) -> float:
+    """Fire each tick ``lateness(i)`` seconds after it was due; the loop time at expiry."""
+    for i in itertools.count():
+        now = d.due + lateness(i)
+        if d.check(now) is None:
+            return now
+    raise AssertionError("unreachable")
+
+
+def test_deadline_on_an_on_time_loop_is_the_budget_plus_one_more_look():
+    d = deadline()
+    assert d.due == pytest.approx(0.01)
+    expired_at = run_ticks(d, lambda i: 0.0)
+    assert expired_at == pytest.approx(0.11)  # 100 ms counted, then one look after it
+    assert (d.credit_s, d.loop_late, d.capped) == (pytest.approx(0.1), False, False)
+
+
+def test_late_ticks_count_nothing_towards_the_budget():
+    d = deadline(cap_s=1.0)
+    # every other tick 40 ms late: only the on-time ones count, so the wall time stretches
+    expired_at = run_ticks(d, lambda i: 0.04 if i % 2 else 0.0)
+    assert d.loop_late and not d.capped
+    assert d.credit_s == pytest.approx(0.1)
+    assert expired_at == pytest.approx(0.11 + 10 * 0.05)  # 10 late ticks of 50 ms besides
+
+
+def test_a_loop_that_never_catches_up_is_capped():
+    d = deadline()
+    expired_at = run_ticks(d, lambda i: 0.03)
+    assert d.capped and d.loop_late and d.credit_s == 0
+    assert 0.5 <= expired_at < 0.55
+
+
+def test_the_budget_never_expires_on_a_late_tick():
+    d = deadline(budget_s=0.02)
+    assert d.check(0.01) == pytest.approx(0.02)  # on time: 10 ms
+    assert d.check(0.02) == pytest.approx(0.03)  # on time: 20 ms, the budget is counted
+    assert d.check(0.08) == pytest.approx(0.09)  # late: a reply may be unread; look again
+    assert d.check(0.09) is None  # on time: expired
+
+
+def test_deadline_policy_is_checked():
+    with pytest.raises(ValueError, match="budget_s <= cap_s"):
+        DeadlinePolicy(budget_s=1.0, tick_s=0.01, slack_s=0.01, cap_s=0.5)
+    with pytest.raises(ValueError, match="tick_s"):
+        DeadlinePolicy(budget_s=0.1, tick_s=0.0, slack_s=0.01, cap_s=0.5)
+
+
+POLICY = DeadlinePolicy(budget_s=0.05, tick_s=0.01, slack_s=0.01, cap_s=0.5)
+
+
+async def test_a_reply_that_arrived_while_the_loop_was_busy_is_read_not_cut_off():
+    """The reply is there at 10 ms; the loop is blocked until 150 ms: a plain 50 ms timeout
+    cancels the reader (its timer and the reader's wake-up come due in one iteration, and the
+    cancel wins); the loop-aware deadline lets it finish."""
+    loop = asyncio.get_running_loop()
+
+    async def reply_at_10ms() -> str:
+        fut = loop.create_future()
+        loop.call_later(0.01, fut.set_result, "reply")
+        return await fut
+
+    def block_loop() -> None:
+        time.sleep(0.15)  # CPU work on the loop (the engine's output processing)
+
+    loop.call_later(0.002, block_loop)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # what the cache did before
+            await reply_at_10ms()
+
+    loop.call_later(0.002, block_loop)
+    assert await run_within(POLICY, reply_at_10ms) == "reply"
+
+
+async def test_no_reply_on_an_idle_loop_expires_after_budget_and_a_tick():
+    t0 = time.perf_counter()
+    with pytest.raises(DeadlineExpired) as info:
+        await run_within(POLICY, asyncio.Event().wait)
+    took = time.perf_counter() - t0
+    assert 0.05 <= took < 0.05 + 0.2  # 60 ms nominal; room for a busy test machine
+    assert not info.value.capped
+
+
+async def test_no_reply_on_a_loop_kept_busy_expires_at_the_cap():
+    stop = asyncio.Event()
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    async def hog() -> None:  # 30 ms of CPU between awaits: every tick comes late
+        while not stop.is_set():
+            spin(0.03)
+            await asyncio.sleep(0)
+
+    policy = DeadlinePolicy(budget_s=0.05, tick_s=0.01, slack_s=0.01, cap_s=0.3)
+    hogging = asyncio.create_task(hog())
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(DeadlineExpired) as info:
+            await run_within(policy, asyncio.Event().wait)
+        took = time.perf_counter() - t0
+    finally:
+        stop.set()
+        await hogging
+    assert info.value.loop_late
+    assert 0.05 < took < 0.3 + 0.2
+
+
+async def test_a_cancel_from_outside_is_not_a_deadline():
+    task = asyncio.create_task(run_within(POLICY, asyncio.Event().wait))
+    await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class _Slow:
+    """A backend whose calls hang until released, and that counts them; ``answer()`` lets a
+    call through at once (another request's call that Redis answers)."""
+
+    name = "redis"
+    fallible = True
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fast = False
+
+    async def get(self, key):
+        self.calls += 1
+        if not self.fast:
+            await asyncio.Event().wait()
+
+    async def close(self):
+        return None
+
+
+async def test_a_timeout_while_redis_answers_other_calls_does_not_count_against_it():
+    cache = ResponseCache(socket_timeout_ms=50, breaker_threshold=3)
+    slow = _Slow()
+    cache._backend = slow
+    stuck = [asyncio.create_task(cache.lookup(key(prompt=str(i)))) for i in range(5)]
+    await until(lambda: slow.calls == 5, "five calls to wait")
+    slow.fast = True
+    assert await cache.lookup(key()) == (None, "miss")  # Redis answers this one
+    assert await asyncio.wait_for(asyncio.gather(*stuck), BOUND_S) == [(None, "error")] * 5
+    stats = cache.stats()
+    assert (stats["timeouts"], stats["excused_timeouts"], stats["errors"]) == (5, 5, 5)
+    assert (stats["breaker_state"], stats["breaker_opens"]) == ("closed", 0)
+    # and when nothing answers, timeouts are Redis's: the breaker opens as before
+    slow.fast = False
+    for _ in range(3):
+        assert await cache.lookup(key()) == (None, "error")
+    assert (cache.stats()["breaker_state"], cache.stats()["excused_timeouts"]) == ("open", 5)
+
+
+async def test_followers_of_a_local_flight_make_no_backend_call():
+    cache = ResponseCache()
+    produce = Producer(b"v", gate=True)
+    await gather_with_leader(cache, key(), produce)
+    stats = cache.stats()
+    assert (stats["lookups"], stats["misses"], stats["hits"]) == (1, 1, 0)  # the leader's read
+    await asyncio.gather(*(cache.get_or_compute(key(), produce, CACHEABLE) for _ in range(5)))
+    assert cache.stats()["lookups"] in range(2, 7)  # a leader per wave of identical requests
+
+
+def test_config_bounds_are_checked():
+    with pytest.raises(ValueError, match=r"max_wait_ms \(50\) must be >= socket_timeout_ms"):
+        CacheConfig(socket_timeout_ms=100, max_wait_ms=50)
+    with pytest.raises(ValueError, match="warm_connections"):
+        CacheConfig(max_connections=2, warm_connections=3)
+    assert CacheConfig(socket_timeout_ms=1000).max_wait_ms is None  # 10 x, whatever it is
+    with pytest.raises(ValueError, match="max_wait_ms"):
+        ResponseCache(socket_timeout_ms=100, max_wait_ms=50)
