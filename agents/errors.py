@@ -22,6 +22,7 @@ __all__ = [
     "MessageTooLarge",
     "ModelError",
     "NoHandler",
+    "Overloaded",
     "QueueUnavailable",
     "ReplicaUnavailable",
     "RuntimeClosed",
@@ -208,6 +209,32 @@ class ModelError(AgentError):
     replica or a later attempt may succeed."""
 
     retryable = True
+
+
+class Overloaded(AgentError):
+    """A model is working at capacity and its short queue is full: refused at once rather
+    than queued behind work it could not start in time. Retryable after ``retry_after_s``
+    (the wait its host predicts from how fast it finishes requests now).
+
+    Attributes:
+        model: the model that refused.
+        inflight: requests it was working on.
+        queued: requests waiting for it.
+        retry_after_s: when a retry is likely to be admitted.
+    """
+
+    retryable = True
+
+    def __init__(self, model: str, inflight: int, queued: int, retry_after_s: float) -> None:
+        self.model = model
+        self.inflight = inflight
+        self.queued = queued
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"model {model!r} is at capacity ({inflight} requests running, {queued} waiting); "
+            f"retry after {retry_after_s:g}s, or raise models.{model}.admission.max_inflight "
+            "(or add replicas) if the hardware has room"
+        )
 
 
 class TaskNotFound(AgentError):

@@ -40,11 +40,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from runtime.errors import ConfigError
 
 __all__ = [
+    "AdmissionConfig",
     "AgentConfig",
     "AuthConfig",
     "AutoscalingConfig",
@@ -143,6 +152,25 @@ class WarmupConfig(_Section):
     """Prompts, used in turn."""
 
 
+class AdmissionConfig(_Section):
+    """Load shedding in front of one engine (``runtime.models.admission``): requests beyond
+    what the engine should work on at once wait only while a slot is predicted to free up
+    soon; the rest are refused at once with 429 and ``Retry-After``."""
+
+    max_inflight: int | None = Field(None, ge=1)
+    """Requests one engine works on at once; more wait in a short queue. None: the
+    engine's ``max_num_seqs`` on a GPU; on a CPU-only machine, 16 per core (the measured
+    point past which the tiny model's throughput stops rising on 2 cores, where latency only
+    grows -- see the README's overload figures)."""
+    max_queue_wait_s: float = Field(0.5, ge=0)
+    """Longest predicted wait for a slot that a request may queue for (0: no queue). The
+    prediction is the queue ahead of it over the measured rate at which requests finish."""
+    batch_queue_share: float = Field(0.5, gt=0, le=1)
+    """Batch requests (``x-raygent-priority: batch``) queue only while the predicted wait is
+    within this share of ``max_queue_wait_s``; queued interactive requests always start
+    first, so batch work is shed first."""
+
+
 class ModelConfig(_Section):
     """One model: a vLLM engine in every gateway replica, or in its own deployment."""
 
@@ -187,6 +215,8 @@ class ModelConfig(_Section):
     routing_stats_period_s: float = Field(2.0, gt=0)
     """How often Serve collects each replica's readiness for routing; until a replica reports
     itself warm, requests go to warm replicas when there are any."""
+    admission: AdmissionConfig = AdmissionConfig()
+    """How much work each engine takes at once, and what it refuses (429) under overload."""
 
     @model_validator(mode="after")
     def _scaled_where_placed(self) -> ModelConfig:
@@ -331,10 +361,25 @@ class GatewayConfig(_Section):
     ``http_options`` in a Serve config file) says otherwise. A cluster that is already running
     keeps the ingress it was started with."""
 
-    replicas: int = Field(1, ge=1)
-    """Gateway replicas (Serve's proxy spreads requests over them)."""
+    replicas: int | Literal["auto"] = "auto"
+    """Gateway replicas (Serve's ingress spreads requests over them). ``auto``: two when this
+    machine has room for two -- a replica killed then drops only its own in-flight requests
+    and the other keeps serving -- else one. Room means: no model is hosted in the gateway
+    (it is thin), or every hosted model fits a GPU and the machine has two per replica. A CPU
+    engine takes the machine's cores (all but one), so on a CPU-only machine a gateway that
+    hosts a model runs once; for a replica kill to cost no outage there, put the model in a
+    deployment of its own (``placement: deployment``) and set ``replicas: 2``: one more Ray
+    hop per request (the README's serving-path figures)."""
     autoscaling: AutoscalingConfig | None = None
     """Scale the gateway with load instead of a fixed ``replicas``."""
+
+    @field_validator("replicas")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be >= 1 or 'auto' (got {value})")
+        return value
+
     resources: ResourcesConfig = ResourcesConfig(num_cpus=0.1)
     """Ray resources per gateway replica."""
     max_ongoing_requests: int = Field(1000, ge=1)

@@ -88,6 +88,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from agents.errors import AgentError
 from agents.tracing import RecordingSpan, TraceContext
 from runtime.config import TelemetryConfig
 from runtime.errors import ConfigError
@@ -238,9 +239,14 @@ def genai_span_name(operation: GenAIOperation, model: str) -> str:
 # -- spans -------------------------------------------------------------------------------------
 
 
-def set_error(span: RecordingSpan, error: BaseException | str) -> str:
+def set_error(span: RecordingSpan, error: BaseException | str, stacktrace: bool = True) -> str:
     """Mark ``span`` as failed: an ``exception`` event and ``error.type`` for an exception,
     and the error status. Returns the status description.
+
+    ``stacktrace`` adds ``exception.stacktrace``: worth it for a bug, not for an expected,
+    typed outcome (an SDK error's message says what happened), and costly -- Python 3.11
+    re-reads and re-parses the source of every frame for its error positions, which under a
+    burst of refusals (429s) took a fifth of the gateway's CPU.
 
     Writes ``span.status_error``, a field of ``RecordingSpan`` once it has timing (on the
     current dataclass, which has no ``__slots__``, it is set as a plain attribute).
@@ -248,14 +254,10 @@ def set_error(span: RecordingSpan, error: BaseException | str) -> str:
     if isinstance(error, BaseException):
         kind = type(error).__qualname__
         message = str(error)
-        span.add_event(
-            "exception",
-            {
-                "exception.type": kind,
-                "exception.message": message,
-                "exception.stacktrace": "".join(traceback.format_exception(error))[-8192:],
-            },
-        )
+        event = {"exception.type": kind, "exception.message": message}
+        if stacktrace:
+            event["exception.stacktrace"] = "".join(traceback.format_exception(error))[-8192:]
+        span.add_event("exception", event)
         span.set_attribute("error.type", kind)
         description = f"{kind}: {message}" if message else kind
     else:
@@ -304,7 +306,8 @@ class _SpanScope:
         assert span is not None, "__exit__ without __enter__"
         end_ns = time.time_ns()
         if exc is not None:
-            set_error(span, exc)
+            telemetry = self._telemetry
+            set_error(span, exc, telemetry.enabled and not isinstance(exc, AgentError))
         # Keep the times on the span too (fields of RecordingSpan once it has timing).
         span.start_ns = self._start_ns  # type: ignore[attr-defined]
         span.end_ns = end_ns  # type: ignore[attr-defined]

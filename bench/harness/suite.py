@@ -14,6 +14,9 @@ Parts (each a set of ordinary ``run``s, written under ``--out`` as ``<part>/resu
    ``/v1/models``) -> first token of one request, for raygent and for plain vLLM.
 5. **saturation** -- raygent, a step ramp of concurrencies (``--ramp``, 1 -> 2 -> 4 -> ...)
    until throughput stops rising by 10 % or errors exceed 5 %.
+6. **overload** -- raygent's capacity (closed loop), then three times that offered open loop:
+   served latency and goodput against capacity, and how the excess is refused
+   (:mod:`bench.harness.overload`).
 
 ``suite.json`` and the page open with the **goals** (:data:`GOALS`): each ratio the serving path
 is held to, its value in this run, and whether it is met.
@@ -43,6 +46,7 @@ from bench.harness.config import RunConfig
 from bench.harness.driver import run_benchmark
 from bench.harness.loop import run_loop
 from bench.harness.metrics import RequestRecord, parse_slo
+from bench.harness.overload import OVERLOAD_GOALS, add_overload_args, overload_part
 from bench.harness.report import write_outputs
 from bench.harness.report_html import page, render_sections, table
 from bench.harness.runner import LoadShape, RunOptions
@@ -84,10 +88,11 @@ def add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-len", type=int, default=32)
     p.add_argument("--repeat-fraction", type=float, default=0.5)
     p.add_argument("--slo", default="ttft_ms=1000,tpot_ms=100")
-    p.add_argument("--parts", default="overhead,agent,cache,cold,saturation")
+    p.add_argument("--parts", default="overhead,agent,cache,cold,saturation,overload")
     p.add_argument("--ready-timeout", type=float, default=600.0)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, required=True)
+    add_overload_args(p)
 
 
 def _cfg(
@@ -101,7 +106,7 @@ def _cfg(
             models=[model],
             endpoint="chat",
             input_len=a.input_len,
-            output_len=a.output_len,
+            output_len=kw.pop("output_len", a.output_len),
             repeat_fraction=kw.pop("repeat_fraction", 0.0),
             seed=0,
         ),
@@ -233,6 +238,10 @@ def suite_command(a: argparse.Namespace) -> int:
                 ),
                 out / "cache",
             )
+        if "overload" in parts:
+            over = overload_part(a, url, _run, _cfg, out)
+            results["overload"] = over["overload"]
+            res["overload"] = over["summary"]
         if "saturation" in parts:
             results["saturation"] = _run(
                 _cfg(a, url, a.model, ramp, label="raygent ramp", stop_at_saturation=True),
@@ -257,6 +266,7 @@ _DIRS = {
     "agent": "agent",
     "cache": "cache",
     "saturation": "saturation",
+    "overload": "overload",
 }
 
 
@@ -279,8 +289,11 @@ def goals(res: dict[str, Any], cache: dict[str, Any] | None) -> list[dict[str, A
     if cache is not None:
         hit = _dig(cache["steps"][0]["summary"], ("cache", "hit_latency", "e2el_ms", "median"))
     values["cache_hit_p50_ms"] = [("concurrency 4, repeats", hit)]
+    over = res.get("overload") or {}
+    for name, _, _ in OVERLOAD_GOALS:
+        values[name] = [(f"offered {over.get('offered_rate', 0):.3g} req/s", over.get(name))]
     out = []
-    for name, op, bound in GOALS:
+    for name, op, bound in (*GOALS, *OVERLOAD_GOALS):
         for where, value in values[name]:
             met = None if value is None else value >= bound if op == ">=" else value <= bound
             out.append(
@@ -417,6 +430,12 @@ def render_suite(res: dict[str, Any], results: dict[str, dict[str, Any]]) -> str
         )
     else:
         body.append('<p class="muted">Measured only with --start.</p>')
+    body.append("<h2>Overload</h2>")
+    over = res.get("overload")
+    if over:
+        body.append(table(["figure", "value"], [[k, v] for k, v in over.items()]))
+    else:
+        body.append('<p class="muted">Not run.</p>')
     for key, title in (("cache", "Cache: hit vs miss"), ("saturation", "Step ramp to saturation")):
         body.append(f"<h2>{escape(title)}</h2>")
         if key not in results:

@@ -44,7 +44,7 @@ from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_ev
 from runtime.gateway.openai_format import render as render_json
 from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
 from runtime.metrics import Metrics
-from runtime.models import ModelDelta, ModelServerClient
+from runtime.models import ModelDelta, ModelServerClient, Priority
 from runtime.streaming import decoded
 from runtime.telemetry import Telemetry, genai_attributes
 
@@ -131,11 +131,13 @@ class Completions:
         cache_control: str | None,
         trace: TraceContext | None,
         route: str,
+        priority: Priority = "interactive",
     ) -> Any:
         """Answer one request: a ``JSONResponse`` or a ``StreamingResponse``.
 
         ``trace`` is the caller's position (its ``traceparent``, or a new root); ``route`` the
-        route template, for the server span."""
+        route template, for the server span; ``priority`` ranks the request when its target is
+        at capacity (a model's admission queue, an agent's mailbox)."""
         kind: Kind = "chat" if isinstance(req, ChatCompletionRequest) else "text"
         target = self.resolve(req.model)
         sp = req.sampling(self._cfg.limits)
@@ -164,7 +166,7 @@ class Completions:
         with self._telemetry.span(f"POST {route}", trace, kind="server") as root:
             root.attributes.update({"http.route": route, "raygent.target": target.name})
             with self._telemetry.span("raygent.cache", root.context) as cache_span:
-                call = _Call(self, target, kind, prompt, sp, cache_span.context, salt)
+                call = _Call(self, target, kind, prompt, sp, cache_span.context, salt, priority)
                 if req.stream:
                     response = await self._stream(call, key, decision, req.include_usage)
                 else:
@@ -333,6 +335,7 @@ class _Call:
         sp: SamplingParams,
         trace: TraceContext,
         cache_salt: str | None = None,
+        priority: Priority = "interactive",
     ) -> None:
         self.owner = owner
         self.target = target
@@ -341,6 +344,7 @@ class _Call:
         self.sp = sp
         self.trace = trace
         self.cache_salt = cache_salt  # vLLM's prefix-cache scope (models only, not agents)
+        self.priority = priority
         self.started = time.monotonic()
         self._deadline = self.started + owner._timeout
         self.streamed_agent = False  # an agent's handler streamed this answer (not whole())
@@ -370,7 +374,8 @@ class _Call:
         return done
 
     async def _model(self, trace: TraceContext) -> Completed:
-        llm = self.owner._models[self.target.model or ""].traced(trace).scoped(self.cache_salt)
+        llm = self.owner._models[self.target.model or ""].traced(trace)
+        llm = llm.scoped(self.cache_salt).prioritized(self.priority)
         params = self.sp.to_dict()
         if self.kind == "chat":
             reply = await llm.chat(self.prompt, **params)
@@ -390,7 +395,7 @@ class _Call:
         agent = self.target.agent or ""
         runtime = self.owner._runtime
         raw = await runtime.send_encoded(
-            agent, payload, trace.traceparent, "interactive", self.left(), "ChatRequest"
+            agent, payload, trace.traceparent, self.priority, self.left(), "ChatRequest"
         )
         reply = codec.decode(raw)
         if not streams:
@@ -425,7 +430,8 @@ class _Call:
                 last = i == len(done.texts) - 1
                 yield ModelDelta(text, i, done.model, reason, done.usage if last else None)
             return
-        llm = self.owner._models[self.target.model or ""].scoped(self.cache_salt)
+        llm = self.owner._models[self.target.model or ""]
+        llm = llm.scoped(self.cache_salt).prioritized(self.priority)
         gen = llm.stream_deltas(self.prompt, **self.sp.to_dict())
         try:
             try:
@@ -447,7 +453,7 @@ class _Call:
         self.streamed_agent = True
         with self.owner._telemetry.span(self._span_name(), self.trace) as span:
             batches = self.owner._runtime.stream_encoded(
-                agent, payload, span.context.traceparent, "interactive", accepts_handoff=True
+                agent, payload, span.context.traceparent, self.priority, accepts_handoff=True
             )
             items = self.owner.run_handoffs(decoded(batches, agent, "ChatRequest", self.left()))
             fold = ChatFold(self.target.name)

@@ -167,6 +167,9 @@ def from_agent_error(exc: e.AgentError) -> ApiError:
         case e.Backpressure():
             headers = _retry_after(exc.retry_after_s)
             return ApiError(429, msg, type="rate_limit_error", code="backpressure", headers=headers)
+        case e.Overloaded():
+            headers = _retry_after(exc.retry_after_s)
+            return ApiError(429, msg, type="rate_limit_error", code="overloaded", headers=headers)
         case e.SendTimeout():
             return ApiError(504, msg, type="timeout_error", code="upstream_timeout")
         case e.HandlerError():

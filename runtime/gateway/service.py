@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -70,16 +71,21 @@ from runtime.models import (
     ModelDelta,
     ModelHost,
     ModelServerClient,
+    Priority,
     health_options,
     warm_first_router,
 )
 from runtime.queues import make_task_queue
 from runtime.ray_registry import ActorTaskQueue
 from runtime.serving import (
+    ENGINE_HOST_SETUP_HOOK,
     GATEWAY,
+    HA_PROXY_ENV,
     actor_options,
+    gateway_replicas,
     keep_cluster_off_engine_cores,
     scaling_options,
+    serve_at_node_priority,
 )
 from runtime.streaming import decoded
 from runtime.telemetry import Telemetry
@@ -125,6 +131,23 @@ def _child(request: Request) -> TraceContext:
     """The next hop's position: a child of the caller's, or the root of a new trace."""
     parent = _trace(request)
     return parent.child() if parent is not None else TraceContext.new_root()
+
+
+PRIORITY_HEADER = "x-raygent-priority"
+"""``interactive`` (the default) or ``batch``: which requests wait and which are refused first
+when a model or an agent is at capacity."""
+
+
+def _priority(request: Request) -> Priority:
+    value = request.headers.get(PRIORITY_HEADER, "interactive").strip().lower()
+    if value not in ("interactive", "batch"):
+        raise ApiError(
+            400,
+            f"header {PRIORITY_HEADER}: {value!r} is not 'interactive' or 'batch'",
+            param=PRIORITY_HEADER,
+            code="invalid_header",
+        )
+    return value  # type: ignore[return-value]
 
 
 def build_http(config: RaygentConfig) -> FastAPI:
@@ -187,8 +210,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
     """The Gateway deployment class for ``config`` (bind it with the application's parts).
 
     A replica reserves its own resources plus those of the models it hosts; with hosted
-    models, Serve's health checks run their engines' checks and agents' calls to those models
-    go to warm replicas first (:class:`~runtime.models.router.WarmFirstRequestRouter`).
+    models, Serve's health checks run their engines' checks, and behind Serve's Python proxy
+    agents' calls to those models go to warm replicas first
+    (:class:`~runtime.models.router.WarmFirstRequestRouter`). Behind HAProxy, HAProxy picks
+    the replica (after Serve's health checks) and Serve refuses a custom router on the ingress
+    deployment, so none is set there.
     """
     http = build_http(config)
     gw = config.gateway
@@ -198,16 +224,20 @@ def gateway_deployment(config: RaygentConfig) -> Any:
     # streamed answer crosses threads (call_soon_threadsafe + a GIL handoff per chunk). The
     # gateway never blocks its loop (engine builds, imports and Redis go through awaits or
     # threads), so it runs on Serve's own loop, as Serve's throughput-optimized mode does.
-    ray_options["runtime_env"] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+    runtime_env: dict[str, Any] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+    if hosted:  # start the engine's chain (priority, vLLM's import) as the process starts
+        runtime_env["worker_process_setup_hook"] = ENGINE_HOST_SETUP_HOOK
+    ray_options["runtime_env"] = runtime_env
     options = {
         "name": GATEWAY,
         "ray_actor_options": ray_options,
         "max_ongoing_requests": gw.max_ongoing_requests,
-        **scaling_options(gw.replicas, gw.autoscaling),
+        **scaling_options(gateway_replicas(gw, hosted), gw.autoscaling),
     }
     if hosted:
         options.update(health_options(hosted))
-        options["request_router_config"] = warm_first_router(hosted)
+        if os.environ.get(HA_PROXY_ENV) != "1":  # set by prepare_ray_env, or by the user
+            options["request_router_config"] = warm_first_router(hosted)
 
     @serve.deployment(**options)
     @serve.ingress(http)
@@ -233,6 +263,8 @@ def gateway_deployment(config: RaygentConfig) -> Any:
         ) -> None:
             ctx = serve.get_replica_context()
             cfg = spec.config
+            # This process and the ingress are the request path: not at Ray's worker niceness.
+            serve_at_node_priority(ingress=True)
             self._spec = spec
             self._cfg = cfg
             self._hosts: dict[str, ModelHost] = {}
@@ -310,6 +342,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                         await host.wait_for_state("ready", 3600.0)
                         break
             moved = await asyncio.to_thread(keep_cluster_off_engine_cores)
+            await asyncio.to_thread(serve_at_node_priority, ingress=True)  # HAProxy reloads
             log.info("gateway: %d threads of Ray's processes moved off the engine cores", moved)
 
         def _host(self, model: str) -> ModelHost:
@@ -318,18 +351,20 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 raise UnknownModel(model, sorted(self._hosts))
             return host
 
-        async def model_chat(self, model: str, *args: Any) -> Any:
+        async def model_chat(self, model: str, *args: Any, **kwargs: Any) -> Any:
             """``ModelServer.chat`` of hosted ``model`` (``RoutedModel`` calls this)."""
-            return await self._host(model).chat(*args)
+            return await self._host(model).chat(*args, **kwargs)
 
-        async def model_complete(self, model: str, *args: Any) -> Any:
+        async def model_complete(self, model: str, *args: Any, **kwargs: Any) -> Any:
             """``ModelServer.complete`` of hosted ``model``."""
-            return await self._host(model).complete(*args)
+            return await self._host(model).complete(*args, **kwargs)
 
-        async def model_stream(self, model: str, *args: Any) -> AsyncIterator[ModelDelta]:
+        async def model_stream(
+            self, model: str, *args: Any, **kwargs: Any
+        ) -> AsyncIterator[ModelDelta]:
             """``ModelServer.stream`` of hosted ``model``: batched deltas, for a caller
             across Ray (call through ``handle.options(stream=True)``)."""
-            async for delta in self._host(model).stream(*args):
+            async for delta in self._host(model).stream(*args, **kwargs):
                 yield delta
 
         def model_stats(self, model: str) -> dict[str, Any]:
@@ -434,6 +469,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                         cache_control=request.headers.get("cache-control"),
                         trace=_trace(request),
                         route=route,
+                        priority=_priority(request),
                     )
                 status = response.status_code
                 return response
@@ -478,7 +514,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 name,
                 payload,
                 _child(request).traceparent,
-                "interactive",
+                _priority(request),
                 timeout,
                 type(msg).__name__,
             )
@@ -491,7 +527,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             """SSE: one event per item the handler yields. The first item is awaited here, so
             errors before it are still HTTP errors."""
             batches = self._client.stream_encoded(
-                name, payload, _child(request).traceparent, "interactive", accepts_handoff=True
+                name, payload, _child(request).traceparent, _priority(request), accepts_handoff=True
             )
             items = self._completions.run_handoffs(
                 decoded(batches, name, type(msg).__name__, timeout)

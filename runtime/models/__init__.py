@@ -12,6 +12,7 @@ not vLLM.
 * :class:`ModelServerClient` -- ``ctx.llm`` over a deployment handle, or over
   :class:`LocalModel` / :class:`RoutedModel` (:mod:`runtime.models.routes`);
 * :class:`ModelDelta` -- one streamed piece of an answer;
+* :class:`AdmissionGate` -- bounded work per engine, a queue bounded by predicted wait, 429s;
 * :func:`check_params` -- request parameters -> validated ``SamplingParams`` within limits;
 * :func:`ensure_tiny_model` -- generate ``builtin:tiny`` (needs torch and transformers).
 
@@ -25,6 +26,7 @@ Example:
 
 from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta
+from runtime.models.admission import AdmissionGate, Priority
 from runtime.models.client import ModelServerClient, deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.models.routes import LocalModel, ModelAt, RoutedModel, resolve_model
@@ -40,12 +42,14 @@ from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
 
 __all__ = [
     "TINY_SOURCE",
+    "AdmissionGate",
     "LocalModel",
     "ModelAt",
     "ModelDelta",
     "ModelHost",
     "ModelServer",
     "ModelServerClient",
+    "Priority",
     "RoutedModel",
     "WarmFirstRequestRouter",
     "check_params",

@@ -80,6 +80,7 @@ class ModelServerClient:
         self.name = name
         self._traceparent: str | None = None
         self._salt: dict[str, str] = {}  # {CACHE_SALT: ...} when scoped
+        self._extra: dict[str, Any] = {}  # priority="batch" when set (interactive: the default)
 
     def traced(self, trace: TraceContext | None) -> ModelServerClient:
         """A view of this client whose calls are spans in ``trace`` (the runtime gives each
@@ -96,6 +97,13 @@ class ModelServerClient:
         view._salt = {CACHE_SALT: cache_salt} if cache_salt is not None else {}
         return view
 
+    def prioritized(self, priority: str) -> ModelServerClient:
+        """A view of this client whose calls have ``priority`` (``interactive`` or ``batch``)
+        when the model is at capacity: batch requests are refused first (``admission``)."""
+        view = copy.copy(self)
+        view._extra = {} if priority == "interactive" else {"priority": priority}
+        return view
+
     @classmethod
     def for_model(cls, name: str, *, app_name: str) -> ModelServerClient:
         """A client of model ``name`` deployed in Serve application ``app_name``."""
@@ -105,7 +113,8 @@ class ModelServerClient:
         """Answer a chat. Keyword arguments are :class:`~agents.model.SamplingParams` fields."""
         SamplingParams(**_known(params))  # fail fast, before a network hop
         params = {**params, **self._salt}
-        return await self._call(self._handle.chat.remote(list(messages), params, self._traceparent))
+        call = self._handle.chat.remote(list(messages), params, self._traceparent, **self._extra)
+        return await self._call(call)
 
     async def complete(self, prompt: str, **params: Any) -> ModelReply:
         """Continue a raw prompt."""
@@ -113,7 +122,8 @@ class ModelServerClient:
             raise InvalidParameter("prompt", prompt, "a string (use chat() for turns)")
         SamplingParams(**_known(params))
         params = {**params, **self._salt}
-        return await self._call(self._handle.complete.remote(prompt, params, self._traceparent))
+        call = self._handle.complete.remote(prompt, params, self._traceparent, **self._extra)
+        return await self._call(call)
 
     def stream(self, prompt: Prompt, **params: Any) -> TextStream:
         """Text deltas (choice 0) as they are generated, then the whole answer as the stream's
@@ -145,7 +155,7 @@ class ModelServerClient:
         if not isinstance(prompt, str):
             prompt = list(prompt)
         params = {**params, **self._salt}
-        gen = self._stream_handle.stream.remote(prompt, params, self._traceparent)
+        gen = self._stream_handle.stream.remote(prompt, params, self._traceparent, **self._extra)
         done = False
         try:
             async for delta in gen:

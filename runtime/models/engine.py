@@ -99,6 +99,9 @@ class ModelEngine:
         self._scheduler = scheduler
         self._tokenizer = llm.get_tokenizer()
         self.max_model_len: int = llm.model_config.max_model_len
+        self.max_num_seqs: int = llm.vllm_config.scheduler_config.max_num_seqs
+        """Sequences the engine's scheduler runs in one batch (vLLM's ``max_num_seqs``)."""
+        self.on_cpu: bool = current_platform.is_cpu()
         self._probe_ids = self._tokenizer.encode("Hi", add_special_tokens=False) or [0]
         self._inflight = 0
         self._aborted = 0
@@ -282,6 +285,7 @@ class ModelEngine:
             "engine_waiting": sched.num_waiting_reqs if sched is not None else 0,
             "engine_pids": self.pids,
             "max_model_len": self.max_model_len,
+            "max_num_seqs": self.max_num_seqs,
             "engine_args": dict(self.engine_args),
             "dead": self.dead or (llm is not None and llm.errored),
         }

@@ -110,9 +110,13 @@ class LocalModel:
         return self
 
     def _stream(
-        self, prompt: Any, params: Any = None, traceparent: str | None = None
+        self,
+        prompt: Any,
+        params: Any = None,
+        traceparent: str | None = None,
+        priority: Any = "interactive",
     ) -> AsyncIterator[Any]:
-        return self.host.stream(prompt, params, traceparent, batch=False)
+        return self.host.stream(prompt, params, traceparent, batch=False, priority=priority)
 
 
 def resolve_model(ref: Any, app_name: str | None = None) -> Any:

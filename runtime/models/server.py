@@ -101,10 +101,17 @@ from runtime.config import LimitsConfig, ModelConfig, RaygentConfig, TelemetryCo
 from runtime.errors import ConfigError
 from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta, coalesce
+from runtime.models.admission import AdmissionGate, Priority, default_max_inflight
 from runtime.models.client import CACHE_SALT, deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.models.routes import ModelAt, resolve_model
-from runtime.serving import GATEWAY, actor_options, scaling_options
+from runtime.serving import (
+    ENGINE_HOST_SETUP_HOOK,
+    GATEWAY,
+    actor_options,
+    scaling_options,
+    serve_at_node_priority,
+)
 from runtime.telemetry import Telemetry, genai_attributes, genai_span_name
 
 if TYPE_CHECKING:
@@ -202,8 +209,22 @@ class ModelHost:
             description="Engines freed after idle_unload_s.",
             tag_keys=("model",),
         )
-        for m in (self._m_load, self._m_warm, self._m_ready, self._m_fallbacks, self._m_unloads):
+        self._m_refused = Counter(
+            "raygent_model_refused_total",
+            description="Requests refused (429) because the engine was at capacity.",
+            tag_keys=("model", "priority"),
+        )
+        metrics = (self._m_load, self._m_warm, self._m_ready, self._m_fallbacks, self._m_unloads)
+        for m in (*metrics, self._m_refused):
             m.set_default_tags(dict(tags))  # Serve adds its tags to the dict it is given
+        admission, refused = config.admission, self._m_refused  # no cycle through self
+        self._gate = AdmissionGate(  # its limit is the engine's once one is built
+            name,
+            admission.max_inflight or default_max_inflight(1 << 16, _cpu_cores()),
+            admission.max_queue_wait_s,
+            admission.batch_queue_share,
+            on_refuse=lambda p: refused.inc(tags={"priority": p}),
+        )
         self._m_ready.set(0)
         self._idle_task = (
             asyncio.create_task(_idle_watch(weakref.ref(self), config.idle_unload_s))
@@ -211,6 +232,9 @@ class ModelHost:
             else None
         )
         self._telemetry = Telemetry.from_env(TelemetryConfig(), component="model")
+        # The engine core and its workers are spawned from this process and inherit its
+        # CPU priority: in a Ray worker, that is Ray's worker niceness unless raised here.
+        serve_at_node_priority()
         self._closed = False
         self._event("replica_started")
 
@@ -229,22 +253,28 @@ class ModelHost:
         messages: list[dict[str, Any]],
         params: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
+        priority: Priority = "interactive",
     ):
         """Answer a chat; ``params`` are SamplingParams fields. Returns a ModelReply.
-        ``traceparent`` places the call's span in the caller's trace."""
+        ``traceparent`` places the call's span in the caller's trace; ``priority`` orders it
+        against other requests when the engine is at capacity (``admission``)."""
         with self._span("chat", traceparent, params) as span:
-            reply = await self._answer("chat", list(messages), dict(params or {}))
+            reply = await self._answer("chat", list(messages), dict(params or {}), priority)
             self._record(span, "chat", reply.usage, [reply.finish_reason], reply.model)
             return reply
 
     async def complete(
-        self, prompt: str, params: Mapping[str, Any] | None = None, traceparent: str | None = None
+        self,
+        prompt: str,
+        params: Mapping[str, Any] | None = None,
+        traceparent: str | None = None,
+        priority: Priority = "interactive",
     ):
         """Continue a raw prompt. Returns a ModelReply."""
         if not isinstance(prompt, str):
             raise InvalidParameter("prompt", prompt, "a string (use chat for turns)")
         with self._span("text_completion", traceparent, params) as span:
-            reply = await self._answer("complete", prompt, dict(params or {}))
+            reply = await self._answer("complete", prompt, dict(params or {}), priority)
             self._record(span, "text_completion", reply.usage, [reply.finish_reason], reply.model)
             return reply
 
@@ -254,6 +284,7 @@ class ModelHost:
         params: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
         batch: bool = True,
+        priority: Priority = "interactive",
     ) -> AsyncIterator[ModelDelta]:
         """Yield ModelDelta items; call through ``handle.options(stream=True)``.
 
@@ -263,7 +294,7 @@ class ModelHost:
         a caller in this process it would only add a task per stream.
         """
         operation = "text_completion" if isinstance(prompt, str) else "chat"
-        deltas = self._stream(prompt, dict(params or {}))
+        deltas = self._stream(prompt, dict(params or {}), priority)
         with self._span(operation, traceparent, params) as span:
             reasons: list[str] = []
             async for delta in coalesce(deltas) if batch else deltas:
@@ -359,6 +390,7 @@ class ModelHost:
             "engine_build_s": engine.load_s if engine is not None else None,
             "warmup_s": self._last_warmup_s,
             "inflight": self._inflight,
+            "admission": self._gate.stats(),
             "load_error": str(self._load_error) if self._load_error else None,
             "counts": dict(self._counts),
             "events": list(self._events),
@@ -411,14 +443,16 @@ class ModelHost:
 
     # ---- requests ---------------------------------------------------------------------------
 
-    async def _answer(self, kind: str, prompt: Prompt, params: dict[str, Any]) -> ModelReply:
+    async def _answer(
+        self, kind: str, prompt: Prompt, params: dict[str, Any], priority: Priority
+    ) -> ModelReply:
         salt = _cache_salt(params)
         sp = check_params({k: v for k, v in params.items() if k != CACHE_SALT}, self._limits)
         self._begin()
         try:
             try:
                 return await asyncio.wait_for(
-                    self._generate(prompt, sp, salt), self._cfg.request_timeout_s
+                    self._generate(prompt, sp, priority, salt), self._cfg.request_timeout_s
                 )
             except InvalidParameter:
                 raise
@@ -438,18 +472,21 @@ class ModelHost:
             self._end()
 
     async def _generate(
-        self, prompt: Prompt, sp: SamplingParams, cache_salt: str | None = None
+        self, prompt: Prompt, sp: SamplingParams, priority: Priority, cache_salt: str | None
     ) -> ModelReply:
         engine = await self._ensure_engine()
-        self._admit()
-        return await engine.generate(prompt, sp, cache_salt=cache_salt)
+        async with self._gate.slot(priority):  # Overloaded: refused, no fallback (429)
+            self._admit()
+            return await engine.generate(prompt, sp, cache_salt=cache_salt)
 
     def _admit(self) -> None:
         self._admitted += 1
         if self._admitted <= 8:
             self._event("request_admitted")
 
-    async def _stream(self, prompt: Prompt, params: dict[str, Any]) -> AsyncIterator[ModelDelta]:
+    async def _stream(
+        self, prompt: Prompt, params: dict[str, Any], priority: Priority
+    ) -> AsyncIterator[ModelDelta]:
         salt = _cache_salt(params)
         sp = check_params({k: v for k, v in params.items() if k != CACHE_SALT}, self._limits)
         self._begin()
@@ -459,22 +496,23 @@ class ModelHost:
         try:
             try:
                 engine = await asyncio.wait_for(self._ensure_engine(), deadline - loop.time())
-                self._admit()
-                deltas = engine.stream(prompt, sp, cache_salt=salt)
-                try:
-                    # Until the first delta, a slow engine may still hand over to the fallback,
-                    # so the wait is bounded; after it, the deadline is checked per delta (a
-                    # timer per token would cost more than the tokens) and a stall is the
-                    # health check's business.
-                    first = await asyncio.wait_for(deltas.__anext__(), deadline - loop.time())
-                    started = True
-                    yield first
-                    async for delta in deltas:
-                        yield delta
-                        if loop.time() > deadline:
-                            raise self._timeout_error()
-                finally:
-                    await deltas.aclose()
+                async with self._gate.slot(priority, deadline - loop.time()):  # no fallback
+                    self._admit()
+                    deltas = engine.stream(prompt, sp, cache_salt=salt)
+                    try:
+                        # Until the first delta, a slow engine may still hand over to the
+                        # fallback, so the wait is bounded; after it, the deadline is checked
+                        # per delta (a timer per token would cost more than the tokens) and a
+                        # stall is the health check's business.
+                        first = await asyncio.wait_for(deltas.__anext__(), deadline - loop.time())
+                        started = True
+                        yield first
+                        async for delta in deltas:
+                            yield delta
+                            if loop.time() > deadline:
+                                raise self._timeout_error()
+                    finally:
+                        await deltas.aclose()
                 return
             except StopAsyncIteration:
                 return
@@ -578,6 +616,9 @@ class ModelHost:
             self._last_warmup_s = warm_s
             self._m_warm.observe(warm_s)
             self._engine = engine
+            self._gate.max_inflight = self._cfg.admission.max_inflight or default_max_inflight(
+                engine.max_num_seqs, _cpu_cores() if engine.on_cpu else None
+            )
             self._load_error = None
             self._last_request_at = time.monotonic()  # the idle clock starts when ready
             self._event("ready")
@@ -691,6 +732,13 @@ class ModelServer(ModelHost):
         await self.start()
 
 
+def _cpu_cores() -> int:
+    """Cores this process may run on (its affinity; the machine's count where there is none)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 async def _idle_watch(ref: weakref.ref[ModelHost], idle_s: float) -> None:
     """Unload the engine of ``ref()`` after ``idle_s`` without requests. Holds the server only
     while checking, so a dropped server is collected and the loop ends."""
@@ -745,8 +793,11 @@ def model_deployment(
             ``VLLM_CACHE_ROOT`` or ``HF_HOME``).
     """
     ray_options = actor_options(config.resources)
-    if runtime_env:
-        ray_options["runtime_env"] = dict(runtime_env)
+    # Priority and vLLM's import from the moment the replica's process starts.
+    ray_options["runtime_env"] = {
+        "worker_process_setup_hook": ENGINE_HOST_SETUP_HOOK,
+        **(runtime_env or {}),
+    }
     options: dict[str, Any] = {
         "name": deployment_name(name),
         "ray_actor_options": ray_options,

@@ -96,3 +96,21 @@ def test_the_cluster_moves_off_the_engine_cores_except_threads_bound_to_them(env
     finally:
         child.kill()
         child.wait()
+
+
+def test_gateway_replicas_auto_is_two_where_the_machine_has_room(env):
+    from runtime.config import ModelConfig, ResourcesConfig
+
+    cpu = ModelConfig()
+    gpu = ModelConfig(resources=ResourcesConfig(num_cpus=1, num_gpus=1))
+    auto = GatewayConfig()
+    assert serving.gateway_replicas(GatewayConfig(replicas=3), [cpu]) == 3
+    assert serving.gateway_replicas(auto, []) == 2  # thin: no engine in it
+    assert serving.gateway_replicas(auto, [cpu]) == 1  # a CPU engine takes the machine
+    env.setattr(serving, "_gpu_count", lambda: 1)
+    assert serving.gateway_replicas(auto, [gpu]) == 1
+    env.setattr(serving, "_gpu_count", lambda: 2)
+    assert serving.gateway_replicas(auto, [gpu]) == 2
+    assert serving.gateway_replicas(auto, [gpu, gpu]) == 1  # two GPUs per replica, two GPUs
+    with pytest.raises(ValueError, match="'auto'"):
+        GatewayConfig(replicas=0)

@@ -331,6 +331,17 @@ def test_span_context_manager_exports_and_records_errors(telemetry, exporter):
     assert "raise ValueError" in event.attributes["exception.stacktrace"]
 
 
+def test_an_sdk_error_is_recorded_without_a_stacktrace(telemetry, exporter):
+    from agents.errors import Overloaded
+
+    with pytest.raises(Overloaded), telemetry.span("model", None):
+        raise Overloaded("m", inflight=1, queued=0, retry_after_s=1.0)
+    (span,) = exporter.get_finished_spans()
+    (event,) = span.events
+    assert span.attributes["error.type"] == "Overloaded"
+    assert "exception.stacktrace" not in event.attributes  # typed and expected: no traceback
+
+
 async def test_span_works_in_async_code(telemetry, exporter):
     with telemetry.span("async", None) as span:
         set_error(span, "upstream 503")

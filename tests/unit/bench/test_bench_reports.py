@@ -86,6 +86,7 @@ def test_compare():
 
 
 def test_suite_goals_report_each_ratio_and_whether_it_is_met():
+    from bench.harness.overload import OVERLOAD_GOALS
     from bench.harness.suite import GOALS, goals, render_suite
 
     peer, ray, agent = _result(1.0), _result(1.2), _result(2.0)
@@ -105,7 +106,8 @@ def test_suite_goals_report_each_ratio_and_whether_it_is_met():
     }
     rows = goals(res, ray)  # the fixture's cache hits took ttft + 30 ms
     by = {(g["goal"], g["where"]): g for g in rows}
-    assert {g["goal"] for g in rows} == {name for name, _, _ in GOALS}
+    assert {g["goal"] for g in rows} == {name for name, _, _ in (*GOALS, *OVERLOAD_GOALS)}
+    assert all(g["met"] is None for g in rows if g["goal"].startswith("overload_"))
     assert by[("ttft_p50", "concurrency 2")]["value"] == pytest.approx(1.2)
     assert by[("ttft_p50", "concurrency 2")]["met"] is True  # <= 1.3
     assert by[("tpot_p50", "concurrency 2")]["value"] is not None
@@ -114,9 +116,15 @@ def test_suite_goals_report_each_ratio_and_whether_it_is_met():
     assert by[("cold_start", "start -> ready")]["met"] is False
     assert by[("cache_hit_p50_ms", "concurrency 4, repeats")]["met"] is False
     assert goals({}, None)[0]["met"] is None  # not measured is not "met"
+    res["overload"] = {"offered_rate": 90.0, "overload_p99_ratio": 2.5, "overload_timeouts": 0.0}
+    over = {g["goal"]: g for g in goals(res, ray) if g["goal"].startswith("overload_")}
+    assert over["overload_p99_ratio"]["met"] is False  # <= 2
+    assert over["overload_timeouts"]["met"] is True
+    assert over["overload_goodput_ratio"]["met"] is None  # not measured
     res["goals"] = rows
     html = render_suite(res, {"peer": peer, "raygent": ray, "agent": agent})
     assert ">Goals</h2>" in html and ">Agent stream vs model stream</h2>" in html
+    assert ">Overload</h2>" in html
 
 
 def _args(*extra):
