@@ -45,6 +45,7 @@ from runtime.serving import (
     actor_options,
     agent_deployment_name,
     scaling_options,
+    serve_at_node_priority,
 )
 
 __all__ = ["DRAIN_TIMEOUT_S", "ServedAgent", "agent_deployment", "queue_deployment", "registry"]
@@ -89,6 +90,9 @@ class ServedAgent(AgentHost):
         }
         super().__init__(spec, agent, int(index), registry, queue, clients, serve_app=ctx.app_name)
         await self.start()
+        # An agent's requests cross this replica: once started it serves at the node's CPU
+        # priority, as the engine does (its start-up stays behind the engines' cold start).
+        serve_at_node_priority()
 
     async def check_health(self) -> None:
         """Serve's health check: a replica whose executor has stopped is replaced."""

@@ -242,8 +242,9 @@ class Completions:
         fmt = StreamFormat(done.kind, done.model, include_usage)
 
         async def body() -> AsyncIterator[bytes]:
-            for chunk in fmt.replay(done):
-                yield chunk
+            # The whole answer is here: one write, not an ASGI message and a socket write per
+            # chunk (a hit's cost is the gateway's, and it shares the loop with live streams).
+            yield b"".join(fmt.replay(done))
 
         return _sse(body(), "hit")
 
