@@ -306,8 +306,7 @@ class _SpanScope:
         assert span is not None, "__exit__ without __enter__"
         end_ns = time.time_ns()
         if exc is not None:
-            telemetry = self._telemetry
-            set_error(span, exc, telemetry.enabled and not isinstance(exc, AgentError))
+            set_error(span, exc, self._telemetry.enabled and not isinstance(exc, AgentError))
         # Keep the times on the span too (fields of RecordingSpan once it has timing).
         span.start_ns = self._start_ns  # type: ignore[attr-defined]
         span.end_ns = end_ns  # type: ignore[attr-defined]

@@ -435,11 +435,11 @@ class ResponseCache:
 
     @contextlib.asynccontextmanager
     async def flight(
-        self, key: str, *, store: bool = True, remote: bool = True, lookup: bool = False
+        self, key: str, *, store: bool = True, lookup: bool = False
     ) -> AsyncIterator[Flight]:
         """Join the single flight for ``key``: one caller computes, the others wait for it.
 
-        The first caller in this replica leads. With Redis (and ``store`` and ``remote``), the
+        The first caller in this replica leads. With Redis (and ``store``), the
         leader first looks for the value once more and takes the cross-replica lock; if another
         replica holds it, it waits for that replica's value (at most ``flight_wait_s``) and
         becomes a follower with the value, or a leader without the lock. A leader that leaves
@@ -456,8 +456,6 @@ class ResponseCache:
             key: from :func:`cache_key`.
             store: the value may be stored (``CacheDecision.store``); without it no other
                 replica can be served, so the flight stays in-process.
-            remote: use the backend (lock, store); False after a lookup that failed, so that a
-                hung Redis is not waited for twice.
             lookup: read the cache as part of joining (and count it as a lookup).
 
         Example (a stream: the leader streams live and records; followers replay)::
@@ -478,7 +476,7 @@ class ResponseCache:
             yield Flight(key, leader._future, leader=False, remote=False, origin=leader)
             return
         future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        f = Flight(key, future, leader=True, remote=remote and store and not self._closed)
+        f = Flight(key, future, leader=True, remote=store and not self._closed)
         self._flights[key] = f
         outcome = "failed"
         try:

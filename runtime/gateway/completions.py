@@ -374,9 +374,14 @@ class _Call:
         )
         return done
 
+    def _llm(self) -> ModelServerClient:
+        """The target model's client for this request: its tenant's prefix-cache scope, its
+        priority at the model's admission."""
+        llm = self.owner._models[self.target.model or ""]
+        return llm.scoped(self.cache_salt).prioritized(self.priority)
+
     async def _model(self, trace: TraceContext) -> Completed:
-        llm = self.owner._models[self.target.model or ""].traced(trace)
-        llm = llm.scoped(self.cache_salt).prioritized(self.priority)
+        llm = self._llm().traced(trace)
         params = self.sp.to_dict()
         if self.kind == "chat":
             reply = await llm.chat(self.prompt, **params)
@@ -431,9 +436,7 @@ class _Call:
                 last = i == len(done.texts) - 1
                 yield ModelDelta(text, i, done.model, reason, done.usage if last else None)
             return
-        llm = self.owner._models[self.target.model or ""]
-        llm = llm.scoped(self.cache_salt).prioritized(self.priority)
-        gen = llm.stream_deltas(self.prompt, **self.sp.to_dict())
+        gen = self._llm().stream_deltas(self.prompt, **self.sp.to_dict())
         try:
             try:
                 first = await asyncio.wait_for(anext(gen), self.left())

@@ -233,9 +233,6 @@ class ModelHost:
             else None
         )
         self._telemetry = Telemetry.from_env(TelemetryConfig(), component="model")
-        # The engine core and its workers are spawned from this process and inherit its
-        # CPU priority: in a Ray worker, that is Ray's worker niceness unless raised here.
-        serve_at_node_priority()
         self._closed = False
         self._event("replica_started")
 
@@ -730,6 +727,10 @@ class ModelServer(ModelHost):
         limits: LimitsConfig,
         fallback: Any = None,
     ) -> None:
+        # The engine core and its workers are spawned from this process and inherit its CPU
+        # priority: in a Ray worker, Ray's worker niceness unless raised (the setup hook did
+        # it for the threads that existed then; Ray's own threads came before it).
+        serve_at_node_priority()
         super().__init__(name, config, limits, fallback)
         await self.start()
 
