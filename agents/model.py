@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, Union, runtime_checkable
@@ -29,6 +31,7 @@ __all__ = [
     "ModelReply",
     "SamplingParams",
     "TextStream",
+    "ToolCall",
     "Usage",
 ]
 
@@ -37,7 +40,11 @@ ChatMessage = dict[str, Any]
 
 Prompt = Union[str, Sequence[ChatMessage]]
 
-FinishReason = Literal["stop", "length", "abort", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "abort", "error"]
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # OpenAI's rule for function names
+_RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+_STRUCTURED_KEYS = ("json", "regex", "choice", "grammar")
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,17 @@ class SamplingParams:
         n: number of choices, >= 1.
         ignore_eos: keep generating past end-of-sequence tokens up to ``max_tokens`` (vLLM's
             extension; load tests use it to fix output lengths).
+        tools: functions the model may call, OpenAI style (``{"type": "function", "function":
+            {"name", "description", "parameters"}}``); an :class:`agents.tools.Tool` (anything
+            with an ``openai_tool`` dict) is taken as its definition.
+        tool_choice: ``"none"``, ``"auto"``, ``"required"``, or ``{"type": "function",
+            "function": {"name": ...}}`` to force one; unset means ``"auto"`` when ``tools``
+            are given.
+        response_format: OpenAI's ``{"type": "text" | "json_object" | "json_schema",
+            "json_schema": {"name", "schema", "strict"}}``: the answer is constrained to JSON
+            (that validates against ``schema``).
+        structured_outputs: vLLM's constraint of the answer, one of ``{"json": schema}``,
+            ``{"regex": pattern}``, ``{"choice": [str, ...]}`` or ``{"grammar": ebnf}``.
 
     Raises:
         InvalidParameter: a value is out of range; the message names the field.
@@ -67,6 +85,10 @@ class SamplingParams:
     seed: int | None = None
     n: int = 1
     ignore_eos: bool = False
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -86,6 +108,36 @@ class SamplingParams:
             raise InvalidParameter("stop", self.stop, "non-empty strings")
         if not isinstance(self.ignore_eos, bool):
             raise InvalidParameter("ignore_eos", self.ignore_eos, "true or false")
+        object.__setattr__(self, "tools", _check_tools(self.tools))
+        _check_tool_choice(self.tool_choice, self.tools)
+        _check_response_format(self.response_format)
+        _check_structured(self.structured_outputs)
+        constrained = bool(self.response_format) and self.response_format["type"] != "text"
+        if constrained and self.structured_outputs:
+            raise InvalidParameter(
+                "structured_outputs", self.structured_outputs, "unset with response_format"
+            )
+        constrained = constrained or bool(self.structured_outputs)
+        if constrained and self.tool_choice not in (None, "none", "auto"):
+            # A forced tool call is itself a constraint (its arguments' schema): not both.
+            raise InvalidParameter(
+                "tool_choice", self.tool_choice, "'none' or 'auto' with response_format"
+            )
+        if self.calls_tools and self.n > 1:
+            raise InvalidParameter("n", self.n, "1 when the model may call tools")
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the model may answer with tool calls (tools given, choice not ``"none"``)."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def effective_tool_choice(self) -> str | dict[str, Any]:
+        """``tool_choice`` with OpenAI's default filled in: ``"auto"`` with tools, else
+        ``"none"``."""
+        if self.tool_choice is not None:
+            return self.tool_choice
+        return "auto" if self.tools else "none"
 
     @property
     def is_deterministic(self) -> bool:
@@ -96,7 +148,92 @@ class SamplingParams:
         """Plain values, e.g. for a cache key or an engine call."""
         d = asdict(self)
         d["stop"] = list(self.stop)
+        d["tools"] = list(self.tools)
         return d
+
+
+def _check_tools(tools: Any) -> tuple[dict[str, Any], ...]:
+    if isinstance(tools, (str, bytes, dict)) or not isinstance(tools, Sequence):
+        raise InvalidParameter("tools", tools, "a list of function definitions")
+    out = []
+    names = set()
+    for i, t in enumerate(tools):
+        spec = getattr(t, "openai_tool", t)  # an agents.tools.Tool, or the dict itself
+        fn = spec.get("function") if isinstance(spec, dict) else None
+        ok = isinstance(spec, dict) and spec.get("type") == "function" and isinstance(fn, dict)
+        name = fn.get("name") if ok else None
+        if not ok or not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise InvalidParameter(
+                f"tools[{i}]",
+                spec,
+                '{"type": "function", "function": {"name": <1-64 of [A-Za-z0-9_-]>, ...}}',
+            )
+        if not isinstance(fn.get("parameters", {}), dict):
+            raise InvalidParameter(f"tools[{i}].function.parameters", fn["parameters"], "an object")
+        if name in names:
+            raise InvalidParameter(f"tools[{i}].function.name", name, "a name not used twice")
+        names.add(name)
+        out.append(spec)
+    return tuple(out)
+
+
+def _check_tool_choice(choice: Any, tools: tuple[dict[str, Any], ...]) -> None:
+    if choice is None or choice == "none":
+        return
+    if choice in ("auto", "required"):
+        if choice == "required" and not tools:
+            raise InvalidParameter("tool_choice", choice, "'none' or unset without tools")
+        return
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(choice, dict) or choice.get("type") != "function" or not name:
+        raise InvalidParameter(
+            "tool_choice",
+            choice,
+            '"none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
+        )
+    known = [t["function"]["name"] for t in tools]
+    if name not in known:
+        raise InvalidParameter("tool_choice.function.name", name, f"one of the tools: {known}")
+
+
+def _check_response_format(fmt: Any) -> None:
+    if fmt is None:
+        return
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in _RESPONSE_FORMATS:
+        raise InvalidParameter(
+            "response_format", fmt, f"an object with type one of {_RESPONSE_FORMATS}"
+        )
+    if kind == "json_schema":
+        spec = fmt.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise InvalidParameter(
+                "response_format.json_schema", spec, '{"name": str, "schema": {...}}'
+            )
+        if not isinstance(spec.get("schema", {}), dict):
+            raise InvalidParameter(
+                "response_format.json_schema.schema", spec["schema"], "a JSON schema object"
+            )
+
+
+def _check_structured(so: Any) -> None:
+    if so is None:
+        return
+    keys = [k for k in _STRUCTURED_KEYS if isinstance(so, dict) and so.get(k) is not None]
+    if not isinstance(so, dict) or len(keys) != 1 or set(so) - set(_STRUCTURED_KEYS):
+        raise InvalidParameter(
+            "structured_outputs", so, f"an object with exactly one of {_STRUCTURED_KEYS}"
+        )
+    value = so[keys[0]]
+    if keys[0] == "choice":
+        ok = isinstance(value, list) and value and all(isinstance(c, str) for c in value)
+    elif keys[0] == "json":
+        ok = isinstance(value, (dict, str))
+    else:
+        ok = isinstance(value, str) and bool(value)
+    if not ok:
+        raise InvalidParameter(f"structured_outputs.{keys[0]}", value, "a valid constraint")
 
 
 def _check_int(name: str, value: Any, *, lo: int) -> None:
@@ -137,6 +274,44 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A call of one of the request's tools, as the model wrote it.
+
+    Attributes:
+        id: the call's id; the tool's answer refers to it (``tool_call_id``).
+        name: the tool's name.
+        arguments: the arguments as JSON text, exactly as generated (it may not parse: a model
+            can write anything; :meth:`args` says so with a typed error).
+    """
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+    def args(self) -> dict[str, Any]:
+        """The arguments, parsed.
+
+        Raises:
+            InvalidParameter: they are not a JSON object.
+        """
+        try:
+            value = json.loads(self.arguments or "{}")
+        except ValueError as exc:
+            raise InvalidParameter("arguments", self.arguments, f"a JSON object ({exc})") from None
+        if not isinstance(value, dict):
+            raise InvalidParameter("arguments", self.arguments, "a JSON object")
+        return value
+
+    def to_openai(self) -> dict[str, Any]:
+        """The OpenAI form, as in an assistant turn's ``tool_calls``."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True)
 class ModelReply:
     """A finished model answer.
 
@@ -146,6 +321,8 @@ class ModelReply:
         finish_reason: why generation stopped.
         usage: token counts.
         choices: every choice's text when ``n > 1``; ``[text]`` otherwise.
+        tool_calls: the tools the model called (then ``finish_reason`` is ``"tool_calls"``
+            and ``text`` is what it wrote besides, often empty).
     """
 
     text: str
@@ -153,10 +330,23 @@ class ModelReply:
     finish_reason: FinishReason = "stop"
     usage: Usage = field(default_factory=Usage)
     choices: tuple[str, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.choices:
             object.__setattr__(self, "choices", (self.text,))
+        if not isinstance(self.tool_calls, tuple):
+            object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+
+    def turn(self) -> ChatMessage:
+        """This answer as the assistant turn of a chat (with its ``tool_calls``), to send back
+        with the tools' results."""
+        turn: ChatMessage = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            turn["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        else:
+            turn["content"] = self.text
+        return turn
 
 
 @dataclass
@@ -202,7 +392,13 @@ class Handoff:
     traceparent: str | None = None
 
 
-for _t in (ChatRequest, Handoff, ModelReply, Usage):  # what the gateway decodes from any agent
+for _t in (
+    ChatRequest,
+    Handoff,
+    ModelReply,
+    ToolCall,
+    Usage,
+):  # what the gateway decodes from any agent
     codec.register(_t)
 
 

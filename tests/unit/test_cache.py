@@ -141,6 +141,10 @@ def test_every_sampling_parameter_changes_the_key():
         "seed": 7,
         "n": 2,
         "ignore_eos": True,
+        "tools": ({"type": "function", "function": {"name": "f", "parameters": {}}},),
+        "tool_choice": "none",
+        "response_format": {"type": "json_object"},
+        "structured_outputs": {"regex": "[0-9]+"},
     }
     fields = {f.name for f in dataclasses.fields(SamplingParams)}
     assert fields == set(other), "a new SamplingParams field needs a case here"
