@@ -32,6 +32,7 @@ from agents.errors import (
     RuntimeClosed,
     SendTimeout,
     TaskNotFound,
+    ToolLoopExceeded,
     UnknownAgent,
     UnknownModel,
     UnknownQueue,
@@ -45,9 +46,11 @@ from agents.model import (
     ModelReply,
     SamplingParams,
     TextStream,
+    ToolCall,
     Usage,
 )
 from agents.runtime_api import Priority, Runtime, SharedState, TaskInfo, TaskState
+from agents.tools import Tool, agent_tool, run_tools, tool
 from agents.tracing import Span, TraceContext
 
 __all__ = [
@@ -80,12 +83,18 @@ __all__ = [
     "TaskInfo",
     "TaskNotFound",
     "TaskState",
+    "Tool",
+    "ToolCall",
+    "ToolLoopExceeded",
     "TraceContext",
     "UnknownAgent",
     "UnknownModel",
     "UnknownQueue",
     "UnknownTopic",
     "Usage",
+    "agent_tool",
     "handler",
     "register_message",
+    "run_tools",
+    "tool",
 ]

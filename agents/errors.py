@@ -28,6 +28,7 @@ __all__ = [
     "RuntimeClosed",
     "SendTimeout",
     "TaskNotFound",
+    "ToolLoopExceeded",
     "UnknownAgent",
     "UnknownModel",
     "UnknownQueue",
@@ -266,3 +267,20 @@ class QueueUnavailable(AgentError):
 
 class RuntimeClosed(AgentError):
     """The runtime is shutting down or shut down. Not retryable on this runtime."""
+
+
+class ToolLoopExceeded(AgentError):
+    """The model kept calling tools for ``max_rounds`` rounds of
+    :func:`agents.tools.run_tools` without answering. Not retryable as is: raise
+    ``max_rounds``, or tell the model (the prompt, ``tool_choice``) to answer.
+
+    Attributes:
+        rounds: how many rounds of calls ran.
+        reply: the model's last answer (a :class:`~agents.model.ModelReply` with the
+            ``tool_calls`` nobody ran).
+    """
+
+    def __init__(self, rounds: int, reply: object) -> None:
+        self.rounds = rounds
+        self.reply = reply
+        super().__init__(f"the model still called tools after {rounds} rounds (max_rounds)")
