@@ -2,9 +2,9 @@
 
 What runs: Serve's HAProxy ingress on 127.0.0.1 (the default of ``serve run serve_app:app``),
 the Gateway hosting the vLLM engine of ``builtin:tiny``, one deployment per agent (the example
-assistant plus test agents), the registry and in-process task queue, and a redis-server of its
-own as the response cache (its own process, so tests can stop and restart it without disturbing
-other tests' Redis).
+assistant and concierge plus test agents), the registry and in-process task queue, and a
+redis-server of its own as the response cache (its own process, so tests can stop and restart
+it without disturbing other tests' Redis).
 """
 
 from __future__ import annotations
@@ -114,6 +114,10 @@ def app_config(cache_redis):
         update={
             "agents": [
                 cfg.agents[-1].model_copy(update={"import_path": agents}),
+                *[
+                    type(cfg.agents[0])(import_path=f"examples.concierge:{name}")
+                    for name in ("Concierge", "Guide")
+                ],
                 *[
                     type(cfg.agents[0])(import_path=f"ray_test_agents:{name}", **extra)
                     for name, extra in (
