@@ -11,9 +11,15 @@ Nesting works in any direction (a dataclass field holding a pydantic model holdi
 
 The type name is ``module:QualName``. The receiving side rebuilds the class **only from its own
 registry**: a type becomes known when a handler names it in a type hint, when a value of it is
-encoded in this process, or by :func:`register`. Decoding never imports a module or calls anything
-that the bytes name, so hostile input can at worst raise :class:`MessageDecodeError` — which is why
-there is no pickle here.
+encoded in this process, or by :func:`register` — and with it every message type its fields name
+(``items: list[Item]`` registers ``Item``), so a nested reply decodes where only the outer type is
+hinted. Decoding never imports a module or calls anything that the bytes name, so hostile input
+can at worst raise :class:`MessageDecodeError` — which is why there is no pickle here.
+
+That is also why a type defined in ``__main__`` (a script, a notebook) decodes on a Ray replica
+at all: the replica never imports ``__main__`` (its own ``__main__`` is Ray's worker), it
+registers the classes the driver shipped with the application (``runtime.shipping``), under the
+same ``__main__:Name``.
 
 Example:
     >>> from dataclasses import dataclass
@@ -27,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any
 
 import msgpack
@@ -34,7 +41,7 @@ import pydantic
 
 from agents.errors import MessageDecodeError, MessageEncodeError
 
-__all__ = ["decode", "encode", "is_message_type", "register", "type_name"]
+__all__ = ["decode", "encode", "is_message_type", "register", "registered", "type_name"]
 
 _EXT_DATACLASS = 1
 _EXT_PYDANTIC = 2
@@ -73,10 +80,48 @@ def register(cls: type) -> type:
             f"{cls!r} is not a message type: decorate it with @dataclass or subclass "
             "pydantic.BaseModel"
         )
+    _register_tree(cls)
+    return cls
+
+
+def registered() -> tuple[type, ...]:
+    """Every message type this process can decode (a snapshot), e.g. to ship to replicas."""
+    return tuple(_registry.values())
+
+
+def _register_tree(cls: type) -> None:
+    name = type_name(cls)
+    if _registry.get(name) is cls:
+        return  # known already, and so are its fields' types (this also ends cycles)
     # Re-running a module (reload, notebooks) defines a new class under the same name; the
     # newest definition wins, as it would for any other module attribute.
-    _registry[type_name(cls)] = cls
-    return cls
+    _registry[name] = cls
+    for hint in _field_hints(cls):
+        for t in _classes_in(hint):
+            if typing.get_origin(t) is None and is_message_type(t):
+                _register_tree(t)
+
+
+def _field_hints(cls: type) -> list[Any]:
+    """The annotations of a message type's fields, as far as they resolve here."""
+    if not dataclasses.is_dataclass(cls):
+        return [f.annotation for f in cls.model_fields.values()]  # pydantic resolved them
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:
+        # A name only imported under TYPE_CHECKING, or a class rebuilt from another process's
+        # pickle whose module globals are not this one's: best effort, the unresolved fields'
+        # types register when first encoded or by an explicit register().
+        return [f.type for f in dataclasses.fields(cls) if not isinstance(f.type, str)]
+    return [hints[f.name] for f in dataclasses.fields(cls) if f.name in hints]
+
+
+def _classes_in(hint: Any) -> list[Any]:
+    """``hint`` and every type argument in it: ``dict[str, list[Item] | None]`` -> ..., Item."""
+    out = [hint]
+    for arg in typing.get_args(hint):
+        out.extend(_classes_in(arg))
+    return out
 
 
 def encode(value: Any) -> bytes:

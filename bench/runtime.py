@@ -37,9 +37,8 @@ from bench._runtime_agents import (
     PlainSource,
     Pump,
 )
-from runtime import LocalRuntime
+from runtime import LocalRuntime, RayRuntime
 from runtime.config import AgentConfig, RaygentConfig
-from runtime.ray_runtime import RayRuntime
 
 AGENTS = [BenchSource, BenchSink]
 

@@ -44,6 +44,7 @@ from runtime.executor import AgentExecutor, context_factory
 from runtime.queues import TaskQueue, make_task_queue
 from runtime.ray_registry import ActorTaskQueue, Member
 from runtime.serving import serve_handles
+from runtime.shipping import register_shipped
 from runtime.telemetry import Telemetry
 
 __all__ = ["AgentHost"]
@@ -83,6 +84,8 @@ class AgentHost:
         models: dict[str, ModelClient],
         serve_app: str | None = None,
     ) -> None:
+        # Before anything can decode: the driver's __main__ types (runtime.shipping).
+        register_shipped(spec.message_types)
         self._spec = spec
         self._serve_app = serve_app
         self._agent = agent

@@ -76,6 +76,8 @@ class AppSpec:
     config: RaygentConfig
     classes: dict[str, type[Agent]]
     settings: dict[str, AgentConfig]
+    message_types: tuple[type, ...] = ()
+    """Message types that travel by value (``__main__``'s): see ``runtime.shipping``."""
 
     @property
     def topics(self) -> dict[str, list[str]]:

@@ -20,6 +20,7 @@ router, autoscaler and health checks do what this class does by hand for standal
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -38,6 +39,7 @@ from runtime.config import RaygentConfig
 from runtime.local import settings_for
 from runtime.queues import make_task_queue
 from runtime.ray_registry import ActorTaskQueue, Registry, TaskQueueActor
+from runtime.shipping import ship_by_value
 
 __all__ = ["RayRuntime"]
 
@@ -48,7 +50,9 @@ class RayRuntime:
     """Run agents as Ray actors. Use as ``async with RayRuntime(...) as rt:``.
 
     Args:
-        agents: agent classes (importable by Ray workers); names must be unique.
+        agents: agent classes; names must be unique. Classes and message types defined in
+            ``__main__`` (a script, a notebook) work too: they are shipped to the replicas by
+            value (``runtime.shipping``).
         config: replicas, resources, mailbox and queue settings; default: defaults.
         models: model clients by name, shipped to every replica (``ctx.llm``).
         address: Ray cluster to join (None: the current one, or a new local one).
@@ -123,6 +127,11 @@ class RayRuntime:
                 )
             )
         host_cls = ray.remote(AgentHost)
+        # Collected now, not in __init__: a script may define message types after building
+        # the runtime. They travel in the spec's pickle, beside the agent classes.
+        self._spec = dataclasses.replace(
+            self._spec, message_types=ship_by_value(self._spec.classes.values())
+        )
         # Constructor arguments stay referenced by this runtime for its whole life: Ray needs
         # them again to restart a crashed replica (ray-project/ray#53727).
         self._args = (ray.put(self._spec), ray.put(self._models))

@@ -169,3 +169,45 @@ def test_a_failed_encode_leaves_the_codec_usable():
     with pytest.raises(MessageEncodeError):
         codec.encode([Inner(1), {"bad": {1, 2}}])
     assert codec.decode(codec.encode([Inner(2)])) == [Inner(2)]
+
+
+# Never encoded anywhere: only registering Basket can make the others known.
+@dataclasses.dataclass
+class Line:
+    sku: str
+
+
+class Meta(pydantic.BaseModel):
+    source: str
+
+
+@dataclasses.dataclass
+class Node:  # a cycle through a field must end
+    children: list[Node]
+
+
+@dataclasses.dataclass
+class Basket:
+    lines: list[Line]
+    by_id: dict[str, Line | None]
+    meta: Meta | None = None
+    tree: Node | None = None
+
+
+def test_register_also_registers_the_message_types_its_fields_name():
+    assert Line not in codec.registered()
+    codec.register(Basket)
+    assert {Basket, Line, Meta, Node} <= set(codec.registered())
+    payload = msgpack.packb(
+        msgpack.ExtType(1, msgpack.packb([codec.type_name(Line), {"sku": "a"}])), use_bin_type=True
+    )
+    assert codec.decode(payload) == Line("a")
+
+
+def test_register_tolerates_field_hints_that_do_not_resolve():
+    @dataclasses.dataclass
+    class Later:
+        ref: NotDefinedAnywhere  # type: ignore[name-defined]  # noqa: F821
+
+    assert codec.register(Later) is Later
+    assert Later in codec.registered()

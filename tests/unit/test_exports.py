@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +14,25 @@ import agents
 import agents.errors
 import runtime.errors
 
-PACKAGES = ["agents", "runtime", "agents.testing", "shm"]
+# Every public package with an ``__all__`` (``bench`` itself has none: its entry point is
+# ``python -m bench``; ``bench.harness`` is the library).
+PACKAGES = [
+    "agents",
+    "agents.testing",
+    "bench.harness",
+    "runtime",
+    "runtime.cache",
+    "runtime.gateway",
+    "runtime.models",
+    "shm",
+]
+
+
+def _isort_key(name: str) -> tuple[int, list[int | str]]:
+    """ruff's ``__all__`` order (RUF022, isort style): CONSTANTS, then Classes, then the rest;
+    natural order within each (case-sensitive)."""
+    kind = 0 if len(name) > 1 and name.isupper() else 1 if name[:1].isupper() else 2
+    return kind, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name) if t]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
@@ -33,6 +54,33 @@ def test_all_is_complete_and_importable(name):
         assert hasattr(module, n), f"{name}.__all__ lists missing {n}"
 
 
+@pytest.mark.parametrize("name", PACKAGES)
+def test_all_is_sorted_and_unique(name):
+    names = list(importlib.import_module(name).__all__)
+    assert len(set(names)) == len(names), f"{name}.__all__ lists a name twice"
+    assert names == sorted(names, key=_isort_key), f"{name}.__all__ is not sorted (ruff RUF022)"
+
+
+def test_runtime_exports_ray_runtime_lazily():
+    """``import runtime`` stays free of Ray; ``from runtime import RayRuntime`` imports it."""
+    code = (
+        "import sys, runtime;"
+        "assert 'ray' not in sys.modules, 'import runtime imported ray';"
+        "assert 'RayRuntime' in dir(runtime) and 'RayRuntime' in runtime.__all__;"
+        "from runtime import LocalRuntime, RayRuntime;"
+        "from runtime.ray_runtime import RayRuntime as Direct;"
+        "assert RayRuntime is Direct and 'ray' in sys.modules;"
+        "import runtime as again; assert again.RayRuntime is Direct"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_runtime_refuses_unknown_attributes():
+    with pytest.raises(AttributeError, match="NoSuchRuntime"):
+        runtime.NoSuchRuntime  # noqa: B018
+
+
 def test_every_sdk_error_is_exported_and_has_one_base():
     errors = [
         v
@@ -52,9 +100,6 @@ def test_runtime_errors_share_one_base():
 
 
 def test_sdk_imports_no_heavy_dependency():
-    import subprocess
-    import sys
-
     code = (
         "import sys, agents, agents.testing, runtime;"
         "bad=[m for m in ('ray','vllm','redis','torch','opentelemetry') if m in sys.modules];"
