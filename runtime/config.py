@@ -229,9 +229,9 @@ class ModelConfig(_Section):
     def _tiny_speaks_hermes(cls, data: Any) -> Any:
         # builtin:tiny's chat template writes <tool_call>{...}</tool_call>: tool_choice "auto"
         # works out of the box. An explicit null still turns it off.
-        if isinstance(data, dict) and "tool_call_parser" not in data:
-            if data.get("source", "builtin:tiny") == "builtin:tiny":
-                data = {**data, "tool_call_parser": "hermes"}
+        tiny = isinstance(data, dict) and data.get("source", "builtin:tiny") == "builtin:tiny"
+        if tiny and "tool_call_parser" not in data:
+            data = {**data, "tool_call_parser": "hermes"}
         return data
 
     @model_validator(mode="after")
