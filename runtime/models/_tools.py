@@ -119,7 +119,7 @@ def constraint(
     return None
 
 
-def parse_required(text: str) -> list[ToolCall] | None:
+def parse_required(text: str, new_id: Callable[[], str] = new_call_id) -> list[ToolCall] | None:
     """The calls of a ``"required"`` answer (a JSON array of ``{"name", "parameters"}``),
     each with a fresh id and its parameters re-serialized as the call's ``arguments`` (as vLLM
     does); None when the text is not such an array (the answer was cut off by ``max_tokens``
@@ -135,7 +135,7 @@ def parse_required(text: str) -> list[ToolCall] | None:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             return None
         args = item.get("parameters", {})
-        calls.append(ToolCall(new_call_id(), item["name"], json.dumps(args, ensure_ascii=False)))
+        calls.append(ToolCall(new_id(), item["name"], json.dumps(args, ensure_ascii=False)))
     return calls
 
 
@@ -206,7 +206,7 @@ class ToolOutput:
         text = "".join(self._held)
         self._held = []
         if self.mode == "required":
-            calls = parse_required(text)
+            calls = parse_required(text, self._new_id)
             if not calls:
                 return text, (), reason
             content = ""
