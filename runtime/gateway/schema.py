@@ -179,8 +179,9 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: int | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
-    _extra_sampling: ClassVar[tuple[str, ...]] = ("tools", "tool_choice")
+    _extra_sampling: ClassVar[tuple[str, ...]] = ("tools", "tool_choice", "parallel_tool_calls")
 
     def sampling(self, limits: LimitsConfig) -> SamplingParams:
         if self.max_tokens is None and self.max_completion_tokens is not None:

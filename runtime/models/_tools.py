@@ -88,15 +88,17 @@ def forced_tool(sp: SamplingParams) -> tuple[int, dict[str, Any]] | None:
 
 
 def constraint(
-    sp: SamplingParams, required_schema: Callable[[Sequence[dict[str, Any]]], Any]
+    sp: SamplingParams,
+    required_schema: Callable[[Sequence[dict[str, Any]], bool | None], Any],
 ) -> tuple[str, dict[str, Any]] | None:
     """The structured-output constraint of ``sp`` as ``StructuredOutputsParams`` keyword
     arguments, with the request field a rejection of it names; None: unconstrained.
 
     Args:
         sp: validated sampling parameters (they never combine two constraints).
-        required_schema: the JSON schema of a ``"required"`` answer for these tools (the
-            engine passes vLLM's own helper, so the array matches what vLLM's server asks).
+        required_schema: the JSON schema of a ``"required"`` answer for these tools and
+            ``parallel_tool_calls`` (the engine passes vLLM's own helper, so the array matches
+            what vLLM's server asks: ``maxItems: 1`` when parallel calls are off).
     """
     fmt = sp.response_format
     if fmt is not None and fmt["type"] == "json_object":
@@ -115,7 +117,7 @@ def constraint(
         params = fn.get("parameters") or {"type": "object", "properties": {}}
         return f"tools[{i}].function.parameters", {"json": params}
     if mode == "required":
-        return "tools", {"json": required_schema(sp.tools)}
+        return "tools", {"json": required_schema(sp.tools, sp.parallel_tool_calls)}
     return None
 
 

@@ -552,9 +552,9 @@ def _constraint_value(so: StructuredOutputsParams | None) -> Any:
     return "<none>"
 
 
-def _required_schema(tools: Sequence[dict[str, Any]]) -> Any:
+def _required_schema(tools: Sequence[dict[str, Any]], parallel: bool | None) -> Any:
     """vLLM's JSON schema of a ``tool_choice: "required"`` answer (an array of calls)."""
-    return get_json_schema_from_tools("required", [_vllm_tool(t) for t in tools])
+    return get_json_schema_from_tools("required", [_vllm_tool(t) for t in tools], parallel)
 
 
 def _vllm_tool(tool: dict[str, Any]) -> ChatCompletionToolsParam:

@@ -19,8 +19,8 @@ TOOLS = (
 NAMED = {"type": "function", "function": {"name": "set_light"}}
 
 
-def _required_schema(tools):
-    return {"array-of": [t["function"]["name"] for t in tools]}
+def _required_schema(tools, parallel):
+    return {"array-of": [t["function"]["name"] for t in tools], "parallel": parallel}
 
 
 def _ids():
@@ -74,7 +74,11 @@ EMPTY = {"type": "object", "properties": {}}
         ),
         (
             {"tools": TOOLS, "tool_choice": "required"},
-            ("tools", {"json": {"array-of": ["set_light", "ping"]}}),
+            ("tools", {"json": {"array-of": ["set_light", "ping"], "parallel": None}}),
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": "required", "parallel_tool_calls": False},
+            ("tools", {"json": {"array-of": ["set_light", "ping"], "parallel": False}}),
         ),
     ],
 )
