@@ -40,12 +40,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+from agents.errors import InvalidParameter
 from agents.model import SamplingParams, ToolCall
 from runtime.models._wire import ToolCallDelta
 
 __all__ = [
     "ToolMode",
     "ToolOutput",
+    "check_auto",
     "constraint",
     "new_call_id",
     "parse_required",
@@ -73,6 +75,22 @@ def tool_mode(sp: SamplingParams) -> ToolMode:
     if isinstance(choice, dict):
         return "named"
     return "required" if choice == "required" else "auto"
+
+
+def check_auto(sp: SamplingParams, model: str, has_parser: bool) -> None:
+    """Refuse ``tool_choice: "auto"`` (or unset, with tools) on a model without a tool parser,
+    as vLLM refuses it without ``--enable-auto-tool-choice``.
+
+    Raises:
+        InvalidParameter: naming ``tool_choice``, and the config field that enables it.
+    """
+    if tool_mode(sp) == "auto" and not has_parser:
+        raise InvalidParameter(
+            "tool_choice",
+            sp.effective_tool_choice,
+            f"'none', 'required' or a named function: model {model!r} has no tool parser to "
+            f"read 'auto' answers (set models.{model}.tool_call_parser, e.g. hermes)",
+        )
 
 
 def forced_tool(sp: SamplingParams) -> tuple[int, dict[str, Any]] | None:

@@ -68,7 +68,14 @@ from agents.errors import AgentError, InvalidParameter, ModelError
 from agents.model import ModelReply, Prompt, SamplingParams, ToolCall, Usage
 from runtime.config import LimitsConfig, ModelConfig
 from runtime.models._params import check_context, cpu_has_fast_bf16, engine_args_with_defaults
-from runtime.models._tools import AutoParser, ToolOutput, constraint, new_call_id, tool_mode
+from runtime.models._tools import (
+    AutoParser,
+    ToolOutput,
+    check_auto,
+    constraint,
+    new_call_id,
+    tool_mode,
+)
 from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
 from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
 
@@ -478,20 +485,13 @@ class ModelEngine:
                 has no tool parser -- as vLLM refuses ``auto`` without
                 ``--enable-auto-tool-choice``; the message names the config field.
         """
+        check_auto(params, self.name, self._tool_parser is not None)
         mode = tool_mode(params)
         name = None
         parser: AutoParser | None = None
         if mode == "named":
             name = params.effective_tool_choice["function"]["name"]  # type: ignore[index]
         elif mode == "auto":
-            if self._tool_parser is None:
-                raise InvalidParameter(
-                    "tool_choice",
-                    params.effective_tool_choice,
-                    f"'none', 'required' or a named function: model {self.name!r} has no tool "
-                    f"parser to read 'auto' answers (set models.{self.name}.tool_call_parser, "
-                    "e.g. hermes)",
-                )
             parser = self._auto_parser(params, prompt)
         return {i: ToolOutput(mode, name=name, parser=parser) for i in range(params.n)}
 

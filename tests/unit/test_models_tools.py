@@ -179,3 +179,20 @@ def test_join_tool_calls_keeps_call_order_and_ids():
     ]
     assert join_tool_calls(pieces) == (ToolCall("a", "f", '{"x": 1}'), ToolCall("b", "g", "{}"))
     assert join_tool_calls([]) == ()
+
+
+def test_auto_needs_a_configured_parser_and_the_error_says_where():
+    from agents.errors import InvalidParameter
+    from runtime.models._tools import check_auto
+
+    for params in ({"tools": TOOLS}, {"tools": TOOLS, "tool_choice": "auto"}):
+        with pytest.raises(InvalidParameter, match=r"models\.small\.tool_call_parser") as err:
+            check_auto(SamplingParams(**params), "small", has_parser=False)
+        assert err.value.field == "tool_choice"
+        check_auto(SamplingParams(**params), "small", has_parser=True)
+    for params in (
+        {},
+        {"tools": TOOLS, "tool_choice": "required"},
+        {"tools": TOOLS, "tool_choice": NAMED},
+    ):
+        check_auto(SamplingParams(**params), "small", has_parser=False)  # no parser needed
