@@ -225,6 +225,11 @@ class ModelEngine:
         """Yield deltas as they are generated; the last one carries ``usage``. ``cache_salt``
         as in :meth:`generate`.
 
+        With tools: a named ``tool_choice`` streams the call's arguments as they are generated
+        (the first piece names the call); a ``"required"`` or ``"auto"`` answer comes whole in
+        its last delta -- calls, any content, finish reason -- because only the whole text can
+        be parsed (:class:`~runtime.models._tools.ToolOutput`).
+
         Closing the iterator early, or cancelling its consumer, aborts the request in the engine.
         """
         return self._run(prompt, params, RequestOutputKind.DELTA, cache_salt)
