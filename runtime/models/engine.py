@@ -101,6 +101,8 @@ class ModelEngine:
         last_output_at: ``time.monotonic()`` of the last output of any request (progress).
     """
 
+    _tool_parser: type[ToolParser] | None = None  # reads tool_choice "auto" answers
+
     def __init__(
         self,
         name: str,
