@@ -420,7 +420,7 @@ class ModelEngine:
             gen = llm.generate(
                 tokens_input(ids, prompt=text, cache_salt=cache_salt), sp, request_id
             )
-        except (VLLMValidationError, ValueError, TypeError) as exc:
+        except VLLMValidationError as exc:
             raise _invalid(exc, blame, blamed) from exc
         self._inflight += 1
         started = False
@@ -458,7 +458,7 @@ class ModelEngine:
         except VLLMValidationError as exc:
             raise _invalid(exc, blame, blamed) from exc
         except (ValueError, TypeError) as exc:
-            if started:
+            if started or structured is None:
                 raise ModelError(
                     f"model {self.name!r}: generation failed: {type(exc).__name__}: {exc}"
                 ) from exc
