@@ -72,6 +72,9 @@ class SamplingParams:
             (that validates against ``schema``).
         structured_outputs: vLLM's constraint of the answer, one of ``{"json": schema}``,
             ``{"regex": pattern}``, ``{"choice": [str, ...]}`` or ``{"grammar": ebnf}``.
+        parallel_tool_calls: OpenAI's switch: False allows one call per answer (with
+            ``tool_choice: "required"`` the answer's schema then has one item, as in vLLM);
+            None or True: any number.
 
     Raises:
         InvalidParameter: a value is out of range; the message names the field.
@@ -89,6 +92,7 @@ class SamplingParams:
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     structured_outputs: dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -108,6 +112,8 @@ class SamplingParams:
             raise InvalidParameter("stop", self.stop, "non-empty strings")
         if not isinstance(self.ignore_eos, bool):
             raise InvalidParameter("ignore_eos", self.ignore_eos, "true or false")
+        if self.parallel_tool_calls is not None and not isinstance(self.parallel_tool_calls, bool):
+            raise InvalidParameter("parallel_tool_calls", self.parallel_tool_calls, "true or false")
         object.__setattr__(self, "tools", _check_tools(self.tools))
         _check_tool_choice(self.tool_choice, self.tools)
         _check_response_format(self.response_format)

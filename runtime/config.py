@@ -217,6 +217,22 @@ class ModelConfig(_Section):
     itself warm, requests go to warm replicas when there are any."""
     admission: AdmissionConfig = AdmissionConfig()
     """How much work each engine takes at once, and what it refuses (429) under overload."""
+    tool_call_parser: str | None = Field(None, min_length=1)
+    """vLLM tool parser (a ``ToolParserManager`` name: ``hermes``, ``llama3_json``, ...) that
+    reads tool calls out of a freely written answer, for ``tool_choice: "auto"`` (vLLM's
+    ``--tool-call-parser``); None: ``auto`` is refused, named and ``required`` choices still
+    work. Default ``hermes`` for ``builtin:tiny`` (its chat template writes Hermes calls). The
+    name is checked when the engine starts (vLLM's registry takes seconds to import)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tiny_speaks_hermes(cls, data: Any) -> Any:
+        # builtin:tiny's chat template writes <tool_call>{...}</tool_call>: tool_choice "auto"
+        # works out of the box. An explicit null still turns it off.
+        tiny = isinstance(data, dict) and data.get("source", "builtin:tiny") == "builtin:tiny"
+        if tiny and "tool_call_parser" not in data:
+            data = {**data, "tool_call_parser": "hermes"}
+        return data
 
     @model_validator(mode="after")
     def _scaled_where_placed(self) -> ModelConfig:

@@ -31,7 +31,7 @@ from agents.tracing import TraceContext
 from runtime.gateway.errors import from_agent_error
 from runtime.gateway.messages import to_json
 from runtime.gateway.openai_format import done_event, error_event
-from runtime.models import ModelDelta
+from runtime.models import ModelDelta, ToolCallDelta
 
 __all__ = ["ChatFold", "invoke_events", "reply_text", "run_handoffs"]
 
@@ -80,16 +80,25 @@ class ChatFold:
 
     def deltas(self, item: Any) -> list[ModelDelta]:
         """The deltas for one item: none when it only carries usage or the finish reason; one
-        per choice for a reply that is the whole answer (``n > 1``)."""
+        per choice for a reply that is the whole answer (``n > 1``); a reply's tool calls as
+        one delta of whole calls (a handed-off model stream's calls come that way too: its
+        reply carries them)."""
         if isinstance(item, ModelReply):
             self.model = item.model or self.model
             self._reason = item.finish_reason
             self._usage = item.usage
-            if self._sent:
-                return []
-            self._sent = True
-            self._choices = len(item.choices)
-            return [ModelDelta(t, i, self.model) for i, t in enumerate(item.choices) if t]
+            out: list[ModelDelta] = []
+            if not self._sent:
+                self._sent = True
+                self._choices = len(item.choices)
+                out = [ModelDelta(t, i, self.model) for i, t in enumerate(item.choices) if t]
+            if item.tool_calls:
+                calls = tuple(
+                    ToolCallDelta(k, c.id, c.name, c.arguments)
+                    for k, c in enumerate(item.tool_calls)
+                )
+                out.append(ModelDelta("", 0, self.model, tool_calls=calls))
+            return out
         text = reply_text(item)
         if not text:
             return []

@@ -44,7 +44,13 @@ from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_ev
 from runtime.gateway.openai_format import render as render_json
 from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
 from runtime.metrics import Metrics
-from runtime.models import ModelDelta, ModelServerClient, Priority
+from runtime.models import (
+    ModelDelta,
+    ModelServerClient,
+    Priority,
+    ToolCallDelta,
+    join_tool_calls,
+)
 from runtime.streaming import decoded
 from runtime.telemetry import Telemetry, genai_attributes
 
@@ -267,8 +273,9 @@ class Completions:
                 delta: ModelDelta | None = first
                 while delta is not None:
                     acc.add(delta)
-                    if delta.text or delta.finish_reason:
-                        yield fmt.delta(delta.index, delta.text, delta.finish_reason)
+                    if delta.text or delta.finish_reason or delta.tool_calls:
+                        calls = [c.to_openai() for c in delta.tool_calls]
+                        yield fmt.delta(delta.index, delta.text, delta.finish_reason, calls)
                     delta = await anext(deltas, None)
                 if include_usage:
                     yield fmt.usage(acc.usage)
@@ -297,6 +304,7 @@ class _Accumulator:
         self.kind = kind
         self.model = model
         self.texts: dict[int, list[str]] = {}
+        self.calls: dict[int, list[ToolCallDelta]] = {}
         self.reasons: dict[int, str] = {}
         self.usage = Usage()
         self.complete = False
@@ -306,6 +314,8 @@ class _Accumulator:
         if delta.text and self.first_token_at is None:
             self.first_token_at = time.monotonic()
         self.texts.setdefault(delta.index, []).append(delta.text)
+        if delta.tool_calls:
+            self.calls.setdefault(delta.index, []).extend(delta.tool_calls)
         if delta.finish_reason is not None:
             self.reasons[delta.index] = delta.finish_reason
         if delta.usage is not None:
@@ -321,6 +331,7 @@ class _Accumulator:
             ["".join(self.texts[i]) for i in order],
             [self.reasons[i] for i in order],
             self.usage,
+            [[c.to_openai() for c in join_tool_calls(self.calls.get(i, ()))] for i in order],
         )
 
 
@@ -432,9 +443,15 @@ class _Call:
                     yield delta
                 return
             done = await self.whole(stream=True)
-            for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
+            for i, (text, reason, calls) in enumerate(
+                zip(done.texts, done.finish_reasons, done.tool_calls, strict=True)
+            ):
                 last = i == len(done.texts) - 1
-                yield ModelDelta(text, i, done.model, reason, done.usage if last else None)
+                pieces = tuple(
+                    ToolCallDelta(k, c["id"], c["function"]["name"], c["function"]["arguments"])
+                    for k, c in enumerate(calls)
+                )
+                yield ModelDelta(text, i, done.model, reason, done.usage if last else None, pieces)
             return
         gen = self._llm().stream_deltas(self.prompt, **self.sp.to_dict())
         try:

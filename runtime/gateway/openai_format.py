@@ -12,6 +12,12 @@ a replayed stream and a live one have the same chunk schema:
     data: {... "choices": [], "usage": {...}}          (when stream_options.include_usage)
     data: [DONE]
 
+Tool calls render as OpenAI's: ``message.tool_calls`` (``content`` null when the answer is only
+calls) and, streamed, ``delta.tool_calls`` -- a call's first chunk ``[{"index", "id", "type":
+"function", "function": {"name", "arguments"}}]``, then ``[{"index", "function": {"arguments":
+<fragment>}}]``. A cached answer with calls replays them with their ids, each call whole in one
+chunk.
+
 Each body has every field OpenAI's OpenAPI document requires (``CreateChatCompletionResponse``,
 ``CreateChatCompletionStreamResponse``, ``CreateCompletionResponse``; a chat message's
 ``refusal`` is ``null``, never left out), so strict clients and generated SDKs parse it; the
@@ -30,8 +36,17 @@ from typing import Any, Literal
 
 from agents.model import ModelReply, Usage
 from runtime.gateway.errors import render_error
+from runtime.models import ToolCallDelta
 
-__all__ = ["Completed", "Kind", "StreamFormat", "done_event", "error_event", "render"]
+__all__ = [
+    "Completed",
+    "Kind",
+    "StreamFormat",
+    "call_chunks",
+    "done_event",
+    "error_event",
+    "render",
+]
 
 Kind = Literal["chat", "text"]
 
@@ -40,23 +55,33 @@ DONE = b"data: [DONE]\n\n"
 
 @dataclass
 class Completed:
-    """A whole answer: what is cached and what every response is rendered from."""
+    """A whole answer: what is cached and what every response is rendered from.
+
+    ``tool_calls`` holds each choice's calls in OpenAI's message form (``{"id", "type",
+    "function": {"name", "arguments"}}``); empty lists when none were made.
+    """
 
     kind: Kind
     model: str
     texts: list[str]
     finish_reasons: list[str]
     usage: Usage = field(default_factory=Usage)
+    tool_calls: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tool_calls += [[] for _ in range(len(self.texts) - len(self.tool_calls))]
 
     @classmethod
     def from_reply(cls, kind: Kind, reply: ModelReply) -> Completed:
         texts = list(reply.choices)
-        return cls(kind, reply.model, texts, [reply.finish_reason] * len(texts), reply.usage)
+        calls = [[c.to_openai() for c in reply.tool_calls]]
+        return cls(kind, reply.model, texts, [reply.finish_reason] * len(texts), reply.usage, calls)
 
     @property
     def cacheable(self) -> bool:
-        """Only whole answers: every choice ended by a stop or the token limit."""
-        return bool(self.texts) and all(r in ("stop", "length") for r in self.finish_reasons)
+        """Only whole answers: every choice ended by a stop, the token limit or its calls."""
+        done = ("stop", "length", "tool_calls")
+        return bool(self.texts) and all(r in done for r in self.finish_reasons)
 
     def to_bytes(self) -> bytes:
         u = self.usage
@@ -68,14 +93,16 @@ class Completed:
                 self.finish_reasons,
                 u.prompt_tokens,
                 u.completion_tokens,
+                self.tool_calls,
             ],
             separators=(",", ":"),
         ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Completed:
-        kind, model, texts, reasons, prompt, completion = json.loads(data)
-        return cls(kind, model, texts, reasons, Usage(prompt, completion))
+        # entries stored before tool calls existed have six fields
+        kind, model, texts, reasons, prompt, completion, *calls = json.loads(data)
+        return cls(kind, model, texts, reasons, Usage(prompt, completion), *calls)
 
 
 def _usage(u: Usage) -> dict[str, int]:
@@ -92,11 +119,13 @@ def render(done: Completed) -> dict[str, Any]:
         choices = [
             {
                 "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": _message(text, calls),
                 "finish_reason": reason,
                 "logprobs": None,
             }
-            for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True))
+            for i, (text, reason, calls) in enumerate(
+                zip(done.texts, done.finish_reasons, done.tool_calls, strict=True)
+            )
         ]
         obj, prefix = "chat.completion", "chatcmpl"
     else:
@@ -113,6 +142,20 @@ def render(done: Completed) -> dict[str, Any]:
         "choices": choices,
         "usage": _usage(done.usage),
     }
+
+
+def _message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    if not calls:
+        return {"role": "assistant", "content": text, "refusal": None}
+    return {"role": "assistant", "content": text or None, "refusal": None, "tool_calls": calls}
+
+
+def call_chunks(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Whole calls (message form) as the tool-call chunks of one stream delta."""
+    return [
+        ToolCallDelta(k, c["id"], c["function"]["name"], c["function"]["arguments"]).to_openai()
+        for k, c in enumerate(calls)
+    ]
 
 
 class StreamFormat:
@@ -150,15 +193,24 @@ class StreamFormat:
             body["usage"] = None
         return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
 
-    def delta(self, index: int, text: str, finish_reason: str | None = None) -> bytes:
-        """New text of choice ``index`` (a chat's first chunk of a choice carries the role)."""
+    def delta(
+        self,
+        index: int,
+        text: str,
+        finish_reason: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
+    ) -> bytes:
+        """New text and tool-call chunks (``ToolCallDelta.to_openai()`` forms) of choice
+        ``index``; a chat's first chunk of a choice carries the role."""
         if self.kind == "chat":
             delta: dict[str, Any] = {}
             if index not in self._started:
                 self._started.add(index)
-                delta = {"role": "assistant", "content": text}
+                delta = {"role": "assistant", "content": text or (None if tool_calls else "")}
             elif text:
                 delta = {"content": text}
+            if tool_calls:
+                delta["tool_calls"] = tool_calls
             choice: dict[str, Any] = {"index": index, "delta": delta}
         else:
             choice = {"index": index, "text": text}
@@ -173,8 +225,10 @@ class StreamFormat:
     def replay(self, done: Completed) -> list[bytes]:
         """A whole cached answer as the chunks of a stream, ending with ``[DONE]``."""
         out = []
-        for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True)):
-            out.append(self.delta(i, text))
+        for i, (text, reason, calls) in enumerate(
+            zip(done.texts, done.finish_reasons, done.tool_calls, strict=True)
+        ):
+            out.append(self.delta(i, text, None, call_chunks(calls)))
             out.append(self.delta(i, "", reason))
         out.append(self.usage(done.usage))
         out.append(DONE)

@@ -11,15 +11,20 @@ Numbers must be finite: the body's parser already refuses ``NaN``, ``Infinity`` 
 where a float is expected) is a 400 naming the field, never ``inf`` in a cache key or an engine
 call. ``seed`` is bounded as OpenAI's schema bounds it (a signed 64-bit integer).
 
-Fields that OpenAI defines but this server cannot honour (``tools``, ``logprobs``,
-``response_format``, penalties, ...) are refused with a 400 naming the field rather than
-silently ignored: a client that asked for log-probabilities must not get an answer without
-them. Fields nobody defined are ignored, as OpenAI's own API does for forward compatibility.
+Tools (``tools``, ``tool_choice``, and in the turns an assistant's ``tool_calls`` and a tool's
+``tool_call_id``) and structured output (``response_format``, and vLLM's ``structured_outputs``
+extension on both routes) are checked by :class:`~agents.model.SamplingParams` (unknown tool in
+``tool_choice``, ``n > 1`` with tools: a 400 naming the field) and served by the engine.
+
+Fields that OpenAI defines but this server cannot honour (``functions``, ``logprobs``,
+penalties, ...) are refused with a 400 naming the field rather than silently ignored: a client
+that asked for log-probabilities must not get an answer without them. Fields nobody defined are
+ignored, as OpenAI's own API does for forward compatibility.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,11 +37,8 @@ __all__ = ["ChatCompletionRequest", "CompletionRequest", "InvokeRequest", "TaskR
 
 # Defined by OpenAI, not supported here: refused when set to anything but their neutral value.
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "tools": (None, []),
-    "tool_choice": (None, "none"),
-    "functions": (None, []),
+    "functions": (None, []),  # OpenAI's deprecated form of tools
     "function_call": (None, "none"),
-    "response_format": (None, {"type": "text"}),
     "logprobs": (None, False, 0),
     "top_logprobs": (None, 0),
     "logit_bias": (None, {}),
@@ -71,22 +73,64 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str
+
+
+class MessageToolCall(BaseModel):
+    """A call in an assistant turn the client sends back (OpenAI's message tool call)."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(BaseModel):
-    """One chat turn. ``content`` may be OpenAI's list of parts; only text parts are served."""
+    """One chat turn. ``content`` may be OpenAI's list of parts; only text parts are served.
+
+    The turns of a tool loop too: an assistant turn with ``tool_calls`` (its ``content`` may be
+    null) and a ``tool`` turn answering one call (``tool_call_id``)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: str | None = None
 
     def plain(self) -> dict[str, Any]:
+        """The turn as the engine (and the cache key) takes it: every field that changes the
+        prompt, nothing else."""
         content = self.content
         if isinstance(content, list):
             content = "".join(p.text for p in content)
-        turn: dict[str, Any] = {"role": self.role, "content": content or ""}
+        calls = self.tool_calls if self.role == "assistant" else None
+        # null content stays null beside calls (templates write no text then), else ""
+        empty = None if calls else ""
+        turn: dict[str, Any] = {"role": self.role, "content": content or empty}
         if self.name:
             turn["name"] = self.name
+        if calls:
+            turn["tool_calls"] = [c.model_dump() for c in calls]
+        if self.tool_call_id is not None:
+            turn["tool_call_id"] = self.tool_call_id
         return turn
+
+
+_SAMPLING = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "n",
+    "stop",
+    "seed",
+    "response_format",
+    "structured_outputs",
+)
 
 
 class _Sampling(_Body):
@@ -102,16 +146,21 @@ class _Sampling(_Body):
     stop: str | list[str] | None = None
     seed: int | None = Field(None, le=_SEED_MAX)
     ignore_eos: bool | None = None
+    response_format: dict[str, Any] | None = None
+    structured_outputs: dict[str, Any] | None = None
+    """vLLM's extension: ``{"json" | "regex" | "choice" | "grammar": ...}``."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+
+    _extra_sampling: ClassVar[tuple[str, ...]] = ()  # a route's own SamplingParams fields
 
     def sampling(self, limits: LimitsConfig) -> SamplingParams:
         """The validated sampling parameters (raises ``InvalidParameter`` naming the field)."""
         self.refuse_unsupported()
         params = {
             k: getattr(self, k)
-            for k in ("max_tokens", "temperature", "top_p", "top_k", "n", "stop", "seed")
+            for k in (*_SAMPLING, *self._extra_sampling)
             if getattr(self, k) is not None
         }
         if self.ignore_eos:
@@ -128,6 +177,11 @@ class ChatCompletionRequest(_Sampling):
 
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+
+    _extra_sampling: ClassVar[tuple[str, ...]] = ("tools", "tool_choice", "parallel_tool_calls")
 
     def sampling(self, limits: LimitsConfig) -> SamplingParams:
         if self.max_tokens is None and self.max_completion_tokens is not None:

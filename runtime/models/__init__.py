@@ -11,7 +11,7 @@ not vLLM.
   ``ModelServer`` deployments, or :class:`ModelAt` the gateway;
 * :class:`ModelServerClient` -- ``ctx.llm`` over a deployment handle, or over
   :class:`LocalModel` / :class:`RoutedModel` (:mod:`runtime.models.routes`);
-* :class:`ModelDelta` -- one streamed piece of an answer;
+* :class:`ModelDelta` -- one streamed piece of an answer (:class:`ToolCallDelta`: of a tool call);
 * :class:`AdmissionGate` -- bounded work per engine, a queue bounded by predicted wait, 429s;
 * :func:`check_params` -- request parameters -> validated ``SamplingParams`` within limits;
 * :func:`ensure_tiny_model` -- generate ``builtin:tiny`` (needs torch and transformers).
@@ -25,7 +25,7 @@ Example:
 """
 
 from runtime.models._params import check_params
-from runtime.models._wire import ModelDelta
+from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
 from runtime.models.admission import AdmissionGate, Priority
 from runtime.models.client import ModelServerClient, deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
@@ -51,11 +51,13 @@ __all__ = [
     "ModelServerClient",
     "Priority",
     "RoutedModel",
+    "ToolCallDelta",
     "WarmFirstRequestRouter",
     "check_params",
     "deployment_name",
     "ensure_tiny_model",
     "health_options",
+    "join_tool_calls",
     "model_deployment",
     "model_deployments",
     "resolve_model",

@@ -4,21 +4,73 @@ SDK errors (:class:`~agents.errors.AgentError`) cross the Ray boundary as themse
 by their attributes, and :func:`runtime.models.client.translate_ray_error` unwraps Ray's
 ``RayTaskError`` around them.
 
+Tool calls stream as :class:`ToolCallDelta` pieces, the way OpenAI streams them: a call's first
+piece carries its ``id`` and ``name`` (and maybe the start of its ``arguments``), later pieces
+only more ``arguments`` text for the same ``index``.
+
 Example:
     >>> ModelDelta("Hel", model="default")
-    ModelDelta(text='Hel', index=0, model='default', finish_reason=None, usage=None)
+    ModelDelta(text='Hel', index=0, model='default', finish_reason=None, usage=None, tool_calls=())
+    >>> pieces = [ToolCallDelta(0, "call-1", "f", '{"a"'), ToolCallDelta(0, arguments=": 1}")]
+    >>> join_tool_calls(pieces)
+    (ToolCall(id='call-1', name='f', arguments='{"a": 1}'),)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, replace
 
-from agents.model import FinishReason, Usage
+from agents.model import FinishReason, ToolCall, Usage
 
-__all__ = ["ModelDelta", "coalesce"]
+__all__ = ["ModelDelta", "ToolCallDelta", "coalesce", "join_tool_calls"]
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """One piece of a streamed tool call (OpenAI's ``ChatCompletionMessageToolCallChunk``).
+
+    Attributes:
+        index: which call of the choice (0, 1, ... in the order the model made them).
+        id: the call's id; set on its first piece only.
+        name: the tool's name; set on its first piece only.
+        arguments: the next fragment of the arguments' JSON text.
+    """
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    @property
+    def opens(self) -> bool:
+        """Whether this is a call's first piece (it names the call)."""
+        return self.id is not None or self.name is not None
+
+    def to_openai(self) -> dict[str, object]:
+        """The chunk form: ``{index, id, type, function: {name, arguments}}`` on the first
+        piece, ``{index, function: {arguments}}`` after it."""
+        if not self.opens:
+            return {"index": self.index, "function": {"arguments": self.arguments}}
+        return {
+            "index": self.index,
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+def join_tool_calls(pieces: Iterable[ToolCallDelta]) -> tuple[ToolCall, ...]:
+    """The whole calls that ``pieces`` (one choice's, in stream order) add up to."""
+    calls: dict[int, list[str]] = {}
+    for p in pieces:
+        call = calls.setdefault(p.index, ["", "", ""])
+        call[0] = p.id if p.id is not None else call[0]
+        call[1] = p.name if p.name is not None else call[1]
+        call[2] += p.arguments
+    return tuple(ToolCall(i, n, a) for i, n, a in (calls[k] for k in sorted(calls)))
 
 
 @dataclass(frozen=True)
@@ -31,6 +83,7 @@ class ModelDelta:
         model: the name of the model that generated it (a fallback names itself).
         finish_reason: set on the last delta of a choice.
         usage: set on the very last delta of the stream: token counts of the whole call.
+        tool_calls: pieces of tool calls of choice ``index`` (see :class:`ToolCallDelta`).
     """
 
     text: str
@@ -38,6 +91,7 @@ class ModelDelta:
     model: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 _END = object()
@@ -82,7 +136,14 @@ async def coalesce(deltas: AsyncIterator[ModelDelta]) -> AsyncIterator[ModelDelt
 
 
 def _merged(batch: list[object]) -> list[object]:
-    """Consecutive deltas of one choice become one; anything else keeps its place."""
+    """Consecutive deltas of one choice become one; anything else keeps its place.
+
+    Tool-call pieces merge as OpenAI would have sent them in one chunk: a piece that continues
+    the previous call's arguments (no id, no name, same call index) is appended to them, a piece
+    that opens a call stays its own entry, so a merged delta names each call at most once. Text
+    that follows a tool call is not merged into it: one chunk renders its text before its calls,
+    which would reorder them.
+    """
     out: list[object] = []
     for item in batch:
         last = out[-1] if out else None
@@ -92,8 +153,27 @@ def _merged(batch: list[object]) -> list[object]:
             and last.index == item.index
             and last.finish_reason is None
             and last.usage is None
+            and not (last.tool_calls and item.text)
         ):
-            out[-1] = replace(item, text=last.text + item.text, usage=item.usage or last.usage)
+            out[-1] = replace(
+                item,
+                text=last.text + item.text,
+                usage=item.usage or last.usage,
+                tool_calls=_merge_calls(last.tool_calls, item.tool_calls),
+            )
         else:
             out.append(item)
     return out
+
+
+def _merge_calls(
+    first: tuple[ToolCallDelta, ...], then: tuple[ToolCallDelta, ...]
+) -> tuple[ToolCallDelta, ...]:
+    out = list(first)
+    for piece in then:
+        prev = out[-1] if out else None
+        if prev is not None and prev.index == piece.index and not piece.opens:
+            out[-1] = replace(prev, arguments=prev.arguments + piece.arguments)
+        else:
+            out.append(piece)
+    return tuple(out)

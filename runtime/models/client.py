@@ -49,7 +49,7 @@ from agents.model import (
     Usage,
 )
 from agents.tracing import TraceContext
-from runtime.models._wire import ModelDelta
+from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
 
 __all__ = ["CACHE_SALT", "ModelServerClient", "deployment_name", "translate_ray_error"]
 
@@ -127,8 +127,9 @@ class ModelServerClient:
 
     def stream(self, prompt: Prompt, **params: Any) -> TextStream:
         """Text deltas (choice 0) as they are generated, then the whole answer as the stream's
-        ``reply``; closing early aborts. Nothing is generated until it is read, so a handler
-        may yield it unread, for its caller to run (:class:`~agents.model.Handoff`)."""
+        ``reply`` (with its ``tool_calls``); closing early aborts. Nothing is generated until it
+        is read, so a handler may yield it unread, for its caller to run
+        (:class:`~agents.model.Handoff`)."""
         turns = prompt if isinstance(prompt, str) else list(prompt)
         handoff = Handoff(self.name, turns, dict(params), self._traceparent)
         return TextStream(self._text(prompt, params), handoff)
@@ -137,16 +138,19 @@ class ModelServerClient:
         self, prompt: Prompt, params: dict[str, Any]
     ) -> AsyncGenerator[str | ModelReply, None]:
         texts: list[str] = []
+        pieces: list[ToolCallDelta] = []  # tool calls come whole, on the reply
         model, reason, usage = self.name, None, Usage()
         async for delta in self.stream_deltas(prompt, **params):
             model = delta.model or model
             usage = delta.usage or usage
             if delta.index == 0:
                 reason = delta.finish_reason or reason
+                pieces += delta.tool_calls
                 if delta.text:
                     texts.append(delta.text)
                     yield delta.text
-        yield ModelReply("".join(texts), model, reason or "stop", usage)
+        calls = join_tool_calls(pieces)
+        yield ModelReply("".join(texts), model, reason or "stop", usage, tool_calls=calls)
 
     async def stream_deltas(self, prompt: Prompt, **params: Any) -> AsyncIterator[ModelDelta]:
         """Like :meth:`stream` but yields :class:`ModelDelta` (every choice, finish reason,

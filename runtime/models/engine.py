@@ -11,6 +11,12 @@
   request reaches the engine, and hands vLLM the rendered ``tokens_input``;
 * answers whole (:meth:`ModelEngine.generate`) or streams deltas (:meth:`ModelEngine.stream`),
   with usage and finish reason;
+* does tools and structured output as vLLM's OpenAI server does (the pure rules are in
+  :mod:`runtime.models._tools`): ``tools`` go to the chat template; ``response_format``,
+  ``structured_outputs``, a named or ``"required"`` ``tool_choice`` become vLLM's
+  ``StructuredOutputsParams`` (xgrammar, on CPU too); a forced call's arguments stream as they
+  are generated, ``required`` and ``auto`` answers are read when they end (``auto`` by the
+  model's ``tool_call_parser``, one of vLLM's ``ToolParserManager``);
 * aborts the request in the engine when the consumer is cancelled or closes the stream;
 * translates every vLLM/torch exception into an SDK error at this one boundary, ``from exc``:
   bad parameters -> :class:`~agents.errors.InvalidParameter`, anything else ->
@@ -33,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import signal
@@ -43,19 +50,33 @@ from typing import Any
 
 import vllm
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.entrypoints.openai.chat_completion.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionToolsParam,
+)
 from vllm.exceptions import VLLMValidationError
 from vllm.inputs import tokens_input
 from vllm.platforms import current_platform
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+from vllm.tool_parsers import ToolParser, ToolParserManager
+from vllm.tool_parsers.utils import get_json_schema_from_tools
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError, EngineGenerateError
 from vllm.v1.metrics.loggers import StatLoggerBase
 
 from agents.errors import AgentError, InvalidParameter, ModelError
-from agents.model import ModelReply, Prompt, SamplingParams, Usage
+from agents.model import ModelReply, Prompt, SamplingParams, ToolCall, Usage
 from runtime.config import LimitsConfig, ModelConfig
 from runtime.models._params import check_context, cpu_has_fast_bf16, engine_args_with_defaults
-from runtime.models._wire import ModelDelta
+from runtime.models._tools import (
+    AutoParser,
+    ToolOutput,
+    check_auto,
+    constraint,
+    new_call_id,
+    tool_mode,
+)
+from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
 from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
 
 __all__ = ["ModelEngine"]
@@ -80,6 +101,8 @@ class ModelEngine:
         last_output_at: ``time.monotonic()`` of the last output of any request (progress).
     """
 
+    _tool_parser: type[ToolParser] | None = None  # reads tool_choice "auto" answers
+
     def __init__(
         self,
         name: str,
@@ -88,6 +111,7 @@ class ModelEngine:
         engine_args: dict[str, Any],
         scheduler: _SchedulerWatch,
         load_s: float,
+        tool_parser: type[ToolParser] | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
@@ -106,6 +130,7 @@ class ModelEngine:
         self._inflight = 0
         self._aborted = 0
         self._pids = _engine_pids(llm)
+        self._tool_parser = tool_parser  # reads tool_choice "auto" answers; None: auto refused
 
     @classmethod
     async def start(cls, name: str, config: ModelConfig, limits: LimitsConfig) -> ModelEngine:
@@ -116,6 +141,7 @@ class ModelEngine:
                 names the model and the setting to look at.
         """
         t0 = time.perf_counter()
+        tool_parser = _tool_parser(name, config.tool_call_parser)
         try:
             source = config.source
             if source == TINY_SOURCE:
@@ -130,6 +156,13 @@ class ModelEngine:
             )
             if config.revision is not None:
                 args.setdefault("revision", config.revision)
+            if config.source == TINY_SOURCE:
+                # Random weights end a run of JSON whitespace only by luck: compact JSON lets
+                # constrained answers finish within a few dozen tokens.
+                args.setdefault(
+                    "structured_outputs_config",
+                    {"backend": "xgrammar", "disable_any_whitespace": True},
+                )
             try:
                 engine_args = AsyncEngineArgs(model=source, **args)
             except TypeError as exc:
@@ -149,7 +182,7 @@ class ModelEngine:
                 f"{type(exc).__name__}: {exc} (check models.{name}.source and engine_args)"
             ) from exc
         load_s = time.perf_counter() - t0
-        return cls(name, limits, llm, args, scheduler, load_s)
+        return cls(name, limits, llm, args, scheduler, load_s, tool_parser)
 
     # ---- requests -------------------------------------------------------------------------
 
@@ -168,9 +201,12 @@ class ModelEngine:
         """
         texts: dict[int, str] = {}
         reasons: dict[int, str] = {}
+        pieces: list[ToolCallDelta] = []  # choice 0's: tools allow one choice only
         usage = Usage()
         async for delta in self._run(prompt, params, RequestOutputKind.FINAL_ONLY, cache_salt):
             texts[delta.index] = texts.get(delta.index, "") + delta.text
+            if delta.index == 0:
+                pieces += delta.tool_calls
             if delta.finish_reason is not None:
                 reasons[delta.index] = delta.finish_reason
             if delta.usage is not None:
@@ -182,6 +218,7 @@ class ModelEngine:
             finish_reason=reasons.get(0, "stop"),  # type: ignore[arg-type]
             usage=usage,
             choices=choices,
+            tool_calls=join_tool_calls(pieces),
         )
 
     def stream(
@@ -189,6 +226,11 @@ class ModelEngine:
     ) -> AsyncIterator[ModelDelta]:
         """Yield deltas as they are generated; the last one carries ``usage``. ``cache_salt``
         as in :meth:`generate`.
+
+        With tools: a named ``tool_choice`` streams the call's arguments as they are generated
+        (the first piece names the call); a ``"required"`` or ``"auto"`` answer comes whole in
+        its last delta -- calls, any content, finish reason -- because only the whole text can
+        be parsed (:class:`~runtime.models._tools.ToolOutput`).
 
         Closing the iterator early, or cancelling its consumer, aborts the request in the engine.
         """
@@ -314,14 +356,18 @@ class ModelEngine:
             raise ModelError(f"model {self.name!r}: the engine is shut down")
         return self._llm
 
-    async def _tokenize(self, prompt: Prompt) -> tuple[list[int], str]:
+    async def _tokenize(
+        self, prompt: Prompt, tools: tuple[dict[str, Any], ...] = ()
+    ) -> tuple[list[int], str]:
         if isinstance(prompt, str):
             text, special = prompt, True
         else:
             messages = _check_messages(prompt)
+            # As vLLM's server: the tools go to the template whatever the tool_choice.
+            extra = {"tools": list(tools)} if tools else {}
             try:
                 text = self._tokenizer.apply_chat_template(
-                    messages, tokenize=False, add_generation_prompt=True
+                    messages, tokenize=False, add_generation_prompt=True, **extra
                 )
             except Exception as exc:  # no template, or the template rejects the turns
                 raise InvalidParameter(
@@ -342,10 +388,13 @@ class ModelEngine:
         cache_salt: str | None = None,
     ) -> AsyncIterator[ModelDelta]:
         llm = self._require_llm()
-        ids, text = await self._tokenize(prompt)
+        outputs = self._tool_outputs(params, prompt)
+        ids, text = await self._tokenize(prompt, params.tools)
         check_context(
             len(ids), params.max_tokens, max_model_len=self.max_model_len, limits=self.limits
         )
+        blame, structured = self._structured(params)
+        blamed = _constraint_value(structured)
         try:
             sp = vllm.SamplingParams(
                 n=params.n,
@@ -357,43 +406,70 @@ class ModelEngine:
                 seed=params.seed,
                 ignore_eos=params.ignore_eos,
                 output_kind=kind,
+                structured_outputs=structured,
+                # the tool parser reads <tool_call>-like markers, special tokens in most
+                # tokenizers (what vLLM's hermes parser asks for, in its adjust_request)
+                skip_special_tokens=tool_mode(params) != "auto",
             )
         except VLLMValidationError as exc:
-            raise InvalidParameter(exc.parameter or "params", exc.value, str(exc)) from exc
+            raise _invalid(exc, blame, blamed) from exc
         request_id = uuid.uuid4().hex
         completion = [0] * params.n
         finished = False
-        gen = llm.generate(tokens_input(ids, prompt=text, cache_salt=cache_salt), sp, request_id)
+        try:
+            gen = llm.generate(
+                tokens_input(ids, prompt=text, cache_salt=cache_salt), sp, request_id
+            )
+        except VLLMValidationError as exc:
+            raise _invalid(exc, blame, blamed) from exc
         self._inflight += 1
+        started = False
         try:
             async for out in gen:
+                started = True
                 self.last_output_at = time.monotonic()
                 for choice in out.outputs:
                     completion[choice.index] += len(choice.token_ids)
-                    reason = _FINISH.get(choice.finish_reason or "", "stop")
+                    tools = outputs[choice.index]
+                    content, pieces = tools.feed(choice.text)
+                    reason: Any = None
+                    if choice.finish_reason is not None:
+                        engine_reason = _FINISH.get(choice.finish_reason or "", "stop")
+                        if engine_reason == "error" and structured and not completion[0]:
+                            # vLLM ends a request whose grammar its engine core cannot compile
+                            # with an error before the first token: the constraint is bad
+                            raise InvalidParameter(
+                                blame, blamed, "a constraint vLLM's structured output compiles"
+                            )
+                        tail, more, reason = tools.finish(engine_reason)
+                        content, pieces = content + tail, pieces + more
                     last = out.finished and choice is out.outputs[-1]
-                    yield ModelDelta(
-                        text=choice.text,
-                        index=choice.index,
-                        model=self.name,
-                        finish_reason=reason if choice.finish_reason is not None else None,
-                        usage=Usage(len(ids), sum(completion)) if last else None,
-                    )
+                    usage = Usage(len(ids), sum(completion)) if last else None
+                    if content or pieces or reason is not None or usage is not None:
+                        yield ModelDelta(content, choice.index, self.name, reason, usage, pieces)
                 finished = out.finished
+        except (AgentError, asyncio.CancelledError, GeneratorExit):
+            raise
         except EngineDeadError as exc:
             self.dead = True
             raise ModelError(
                 f"model {self.name!r}: the vLLM engine died; the replica will be replaced"
             ) from exc
         except VLLMValidationError as exc:
-            raise InvalidParameter(exc.parameter or "params", exc.value, str(exc)) from exc
+            raise _invalid(exc, blame, blamed) from exc
+        except (ValueError, TypeError) as exc:
+            if started or structured is None:
+                raise ModelError(
+                    f"model {self.name!r}: generation failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            # before any output: vLLM's input checks refused the request (a grammar or JSON
+            # schema it cannot compile, most often) -- the caller's error, not the engine's
+            raise _invalid(exc, blame, blamed) from exc
         except EngineGenerateError as exc:
             cause = exc.__cause__
             raise ModelError(
                 f"model {self.name!r}: generation failed: {type(cause).__name__}: {cause}"
             ) from exc
-        except (AgentError, asyncio.CancelledError, GeneratorExit):
-            raise
         except Exception as exc:
             raise ModelError(
                 f"model {self.name!r}: generation failed: {type(exc).__name__}: {exc}"
@@ -407,6 +483,115 @@ class ModelEngine:
                 await _close(gen)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(llm.abort(request_id), _ABORT_TIMEOUT_S)
+
+    def _tool_outputs(self, params: SamplingParams, prompt: Prompt) -> dict[int, ToolOutput]:
+        """Each choice's reader of generated text (:class:`~runtime.models._tools.ToolOutput`).
+
+        Raises:
+            InvalidParameter: ``tool_choice`` is ``auto`` (or unset, with tools) and the model
+                has no tool parser -- as vLLM refuses ``auto`` without
+                ``--enable-auto-tool-choice``; the message names the config field.
+        """
+        check_auto(params, self.name, self._tool_parser is not None)
+        mode = tool_mode(params)
+        name = None
+        parser: AutoParser | None = None
+        if mode == "named":
+            name = params.effective_tool_choice["function"]["name"]  # type: ignore[index]
+        elif mode == "auto":
+            parser = self._auto_parser(params, prompt)
+        return {i: ToolOutput(mode, name=name, parser=parser) for i in range(params.n)}
+
+    def _auto_parser(self, params: SamplingParams, prompt: Prompt) -> AutoParser:
+        """The configured vLLM tool parser, for one request (parsers keep per-request state)."""
+        assert self._tool_parser is not None
+        tools = [dict(t) for t in params.tools]
+        try:
+            parser = self._tool_parser(self._tokenizer, [_vllm_tool(t) for t in tools])
+            request = ChatCompletionRequest(
+                model=self.name,
+                messages=[{"role": "user", "content": prompt if isinstance(prompt, str) else ""}],
+                tools=tools,
+                tool_choice="auto",
+            )
+        except Exception as exc:
+            raise ModelError(
+                f"model {self.name!r}: tool parser failed to start: {type(exc).__name__}: {exc}"
+            ) from exc
+
+        def parse(text: str) -> tuple[str | None, list[ToolCall]]:
+            try:
+                info = parser.extract_tool_calls(text, request)
+            except Exception:  # a model may write anything; its text is then the content
+                log.warning("model %r: the tool parser failed on an answer", self.name)
+                return text, []
+            if not info.tools_called:
+                return text, []
+            calls = [
+                ToolCall(tc.id or new_call_id(), tc.function.name, tc.function.arguments)
+                for tc in info.tool_calls
+            ]
+            return info.content, calls
+
+        return parse
+
+    @staticmethod
+    def _structured(params: SamplingParams) -> tuple[str, StructuredOutputsParams | None]:
+        """vLLM's constraint of the answer, and the request field to blame when vLLM rejects
+        it (``params`` when there is none)."""
+        found = constraint(params, _required_schema)
+        if found is None:
+            return "params", None
+        blame, kwargs = found
+        try:
+            return blame, StructuredOutputsParams(**kwargs)
+        except (VLLMValidationError, ValueError, TypeError) as exc:
+            raise _invalid(exc, blame, next(iter(kwargs.values()))) from exc
+
+
+def _constraint_value(so: StructuredOutputsParams | None) -> Any:
+    """The request's constraint, for an error message (``<none>`` without one)."""
+    if so is None:
+        return "<none>"
+    for name in ("json", "regex", "choice", "grammar", "json_object"):
+        if getattr(so, name) is not None:
+            return getattr(so, name)
+    return "<none>"
+
+
+def _required_schema(tools: Sequence[dict[str, Any]], parallel: bool | None) -> Any:
+    """vLLM's JSON schema of a ``tool_choice: "required"`` answer (an array of calls)."""
+    return get_json_schema_from_tools("required", [_vllm_tool(t) for t in tools], parallel)
+
+
+def _vllm_tool(tool: dict[str, Any]) -> ChatCompletionToolsParam:
+    # A fresh copy each time: vLLM's schema helper pops "$defs" out of the parameters.
+    return ChatCompletionToolsParam.model_validate(json.loads(json.dumps(tool)))
+
+
+def _invalid(exc: BaseException, field: str, value: Any) -> InvalidParameter:
+    """A vLLM refusal of the request, as the caller's error naming ``field`` (or the parameter
+    vLLM names) and its ``value``."""
+    param = getattr(exc, "parameter", None) or field
+    return InvalidParameter(param, value, f"a value vLLM accepts ({exc})")
+
+
+def _tool_parser(model: str, name: str | None) -> type[ToolParser] | None:
+    """The tool parser class ``models.<model>.tool_call_parser`` names (None: none).
+
+    Raises:
+        ModelError: vLLM has no parser of that name; the message lists the ones it has.
+    """
+    if name is None:
+        return None
+    try:
+        return ToolParserManager.get_tool_parser(name)
+    except Exception as exc:
+        known = sorted({*ToolParserManager.tool_parsers, *ToolParserManager.lazy_parsers})
+        raise ModelError(
+            f"model {model!r}: models.{model}.tool_call_parser = {name!r} is not a tool parser "
+            f"of vLLM {vllm.__version__}; known: {known}"
+        ) from exc
 
 
 class _SchedulerWatch:
@@ -432,17 +617,63 @@ class _SchedulerWatch:
 
 
 def _check_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
+    """The turns, checked, as the chat template gets them.
+
+    Besides ``{"role", "content"}`` turns, the turns of a tool loop: an assistant turn with
+    ``tool_calls`` (its ``content`` may be None) and a ``{"role": "tool", "tool_call_id",
+    "content"}`` turn. A call's ``arguments`` reach the template as a dict when they are JSON
+    text (what chat templates expect, and what vLLM's server hands them), else as written.
+    """
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise InvalidParameter("messages", messages, "a list of {'role', 'content'} turns")
     out = []
     for i, m in enumerate(messages):
-        ok = isinstance(m, dict) and isinstance(m.get("role"), str)
-        if not ok or not isinstance(m.get("content"), str):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise InvalidParameter(f"messages[{i}]", m, "a dict with string 'role' and 'content'")
-        out.append(dict(m))
+        turn = dict(m)
+        calls = m.get("tool_calls")
+        if calls is not None:
+            if m["role"] != "assistant" or not isinstance(calls, list):
+                raise InvalidParameter(
+                    f"messages[{i}].tool_calls", calls, "a list, on an assistant turn"
+                )
+            turn["tool_calls"] = [
+                _check_call(f"messages[{i}].tool_calls[{j}]", c) for j, c in enumerate(calls)
+            ]
+        content_ok = isinstance(m.get("content"), str) or (calls and m.get("content") is None)
+        if not content_ok:
+            raise InvalidParameter(
+                f"messages[{i}]",
+                m,
+                "a dict with string 'role' and 'content' (null only beside 'tool_calls')",
+            )
+        if m["role"] == "tool" and not isinstance(m.get("tool_call_id"), str):
+            raise InvalidParameter(
+                f"messages[{i}].tool_call_id", m.get("tool_call_id"), "the id of the call answered"
+            )
+        out.append(turn)
     if not out:
         raise InvalidParameter("messages", [], "at least one turn")
     return out
+
+
+def _check_call(where: str, call: Any) -> dict[str, Any]:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise InvalidParameter(
+            where, call, '{"id", "type": "function", "function": {"name", "arguments"}}'
+        )
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            pass  # the template gets the text as the model wrote it
+    elif args is None:
+        args = {}
+    elif not isinstance(args, dict):
+        raise InvalidParameter(f"{where}.function.arguments", args, "JSON text or an object")
+    return {**call, "function": {**fn, "arguments": args}}
 
 
 async def _drain(gen: AsyncIterator[Any]) -> None:

@@ -2,24 +2,27 @@
 
 No model hub is reachable on our machines and a user's first run must work offline, so the default
 model is built here: a Llama-architecture network with random weights (fixed seed) and a byte-level
-BPE tokenizer trained on a small generated corpus, with a ChatML chat template. It is written as an
+BPE tokenizer trained on a small generated corpus, with a ChatML chat template that speaks tools the
+Hermes/Qwen way (see :data:`CHAT_TEMPLATE`). It is written as an
 ordinary Hugging Face directory (``config.json``, ``model.safetensors``, ``tokenizer.json`` ...) and
 loaded by vLLM through exactly the path a real model takes. Its answers are noise; its shapes,
 tokenizer, chat template, stop tokens and speed are real.
 
 Shape: vocab 2048, hidden 256, intermediate 512, 2 layers, 4 heads / 4 KV heads (head_dim 64 --
 vLLM's CPU attention rejects head_dim 16), float32 weights (AVX2-only CPUs run float32 2-3x faster
-than bfloat16), 2048 positions. Stop tokens are ``<|eos|>`` and ``<|im_end|>``.
+than bfloat16), 2048 positions. Stop tokens are ``<|eos|>`` and ``<|im_end|>``; ``<tool_call>``,
+``</tool_call>``, ``<tool_response>`` and ``</tool_response>`` are special tokens, as in Qwen's and
+Hermes' tokenizers, so vLLM's ``hermes`` tool parser reads its calls.
 
 Building takes a few seconds and happens once per cache directory. It is atomic and safe when
 several processes (Serve replicas, test workers) ask at once:
 
-1. fast path: ``<cache>/tiny-v1/.complete`` exists -- return;
-2. take an exclusive ``flock`` on ``<cache>/tiny-v1.lock`` (the losers block here);
+1. fast path: ``<cache>/tiny-v2/.complete`` exists -- return;
+2. take an exclusive ``flock`` on ``<cache>/tiny-v2.lock`` (the losers block here);
 3. look again (a winner may have finished meanwhile);
-4. build into ``<cache>/.tiny-v1.<pid>.tmp``, write ``.complete`` last, ``rename`` into place.
+4. build into ``<cache>/.tiny-v2.<pid>.tmp``, write ``.complete`` last, ``rename`` into place.
 
-A crash leaves at most a ``.tmp`` directory, never a half-written ``tiny-v1``; the next build
+A crash leaves at most a ``.tmp`` directory, never a half-written ``tiny-v2``; the next build
 removes stale temporaries. Bump ``TINY_VERSION`` whenever the recipe changes.
 
 Example:
@@ -43,16 +46,54 @@ __all__ = ["TINY_SOURCE", "TINY_VERSION", "ensure_tiny_model"]
 log = logging.getLogger(__name__)
 
 TINY_SOURCE = "builtin:tiny"
-TINY_VERSION = "tiny-v1"
+TINY_VERSION = "tiny-v2"  # v2: tools in the chat template, <tool_call> special tokens
 _COMPLETE = ".complete"
 
 VOCAB_SIZE = 2048
 SPECIAL_TOKENS = ("<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>")
+TOOL_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+# ChatML, with tools as Qwen 2.5 / Hermes 2 Pro write them: the tools' definitions in the system
+# turn, the assistant's calls as <tool_call>{"name": .., "arguments": {..}}</tool_call>, the
+# tools' answers as <tool_response> blocks in one user turn. An assistant turn that only calls
+# has content None. Arguments arrive as a dict (vLLM's server and our engine parse the JSON
+# string of the OpenAI form first) or, if they did not parse, as the string itself.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] + '\n\n' }}{%- endif %}"
+    "{{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\n</tools>\n\nFor each function call, return a json object with function name and "
+    'arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": '
+    '<function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n\' }}'
+    "{%- elif messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' and loop.first %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\n<tool_response>\n' + (message['content'] or '') + '\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}"
+    "{{- '<|im_end|>\n' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' and message.get('tool_calls') %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if message['content'] %}{{- '\n' + message['content'] }}{%- endif %}"
+    "{%- for call in message['tool_calls'] %}"
+    "{%- set fn = call['function'] if call.get('function') else call %}"
+    "{{- '\n<tool_call>\n{\"name\": \"' + fn['name'] + '\", \"arguments\": ' }}"
+    "{%- if fn['arguments'] is string %}{{- fn['arguments'] }}"
+    "{%- else %}{{- fn['arguments'] | tojson }}{%- endif %}"
+    "{{- '}\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + (message['content'] or '') + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
 _SEED = 0
 _WORD_TEXT = (
@@ -76,7 +117,7 @@ def ensure_tiny_model(cache_dir: str | os.PathLike[str] | None = None) -> Path:
             (``$RAYGENT_MODEL_CACHE`` or ``~/.cache/raygent/models``).
 
     Returns:
-        ``<cache_dir>/tiny-v1``, complete.
+        ``<cache_dir>/<TINY_VERSION>``, complete.
 
     Raises:
         OSError: the cache directory cannot be created or written.
@@ -143,7 +184,7 @@ def _build(out: Path) -> None:
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=list(SPECIAL_TOKENS),
+        special_tokens=[*SPECIAL_TOKENS, *TOOL_TOKENS],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -153,7 +194,7 @@ def _build(out: Path) -> None:
         bos_token="<|bos|>",
         eos_token="<|eos|>",
         pad_token="<|pad|>",
-        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        additional_special_tokens=["<|im_start|>", "<|im_end|>", *TOOL_TOKENS],
         model_max_length=2048,
     )
     hf_tok.chat_template = CHAT_TEMPLATE

@@ -145,6 +145,7 @@ def test_every_sampling_parameter_changes_the_key():
         "tool_choice": "none",
         "response_format": {"type": "json_object"},
         "structured_outputs": {"regex": "[0-9]+"},
+        "parallel_tool_calls": False,
     }
     fields = {f.name for f in dataclasses.fields(SamplingParams)}
     assert fields == set(other), "a new SamplingParams field needs a case here"

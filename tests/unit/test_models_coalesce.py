@@ -69,3 +69,44 @@ async def test_closing_early_closes_the_source():
     assert (await anext(stream)).text
     await stream.aclose()
     await asyncio.wait_for(closed.wait(), 1)
+
+
+def test_tool_call_pieces_merge_into_one_entry_per_call():
+    from runtime.models._wire import ToolCallDelta, _merged, join_tool_calls
+
+    pieces = [
+        ModelDelta("", tool_calls=(ToolCallDelta(0, "c0", "f", '{"a"'),)),
+        ModelDelta("", tool_calls=(ToolCallDelta(0, arguments=": 1"),)),
+        ModelDelta("", tool_calls=(ToolCallDelta(0, arguments="}"),)),
+        ModelDelta("", tool_calls=(ToolCallDelta(1, "c1", "g", "{}"),)),
+        ModelDelta("", finish_reason="tool_calls", usage=Usage(1, 2)),
+    ]
+    (merged,) = _merged(list(pieces))
+    assert merged.tool_calls == (
+        ToolCallDelta(0, "c0", "f", '{"a": 1}'),
+        ToolCallDelta(1, "c1", "g", "{}"),
+    )
+    assert (merged.finish_reason, merged.usage) == ("tool_calls", Usage(1, 2))
+    assert join_tool_calls(merged.tool_calls) == join_tool_calls(
+        p for d in pieces for p in d.tool_calls
+    )
+
+
+def test_a_piece_that_opens_a_call_is_never_glued_to_the_previous_one():
+    from runtime.models._wire import ToolCallDelta, _merged
+
+    a = ModelDelta("", tool_calls=(ToolCallDelta(0, "c0", "f", "{}"),))
+    b = ModelDelta("", tool_calls=(ToolCallDelta(0, "c9", "f", "{}"),))  # a new call, same index
+    (merged,) = _merged([a, b])
+    assert [p.id for p in merged.tool_calls] == ["c0", "c9"]
+
+
+def test_text_after_a_tool_call_is_not_merged_into_it():
+    from runtime.models._wire import ToolCallDelta, _merged
+
+    call = ModelDelta("", tool_calls=(ToolCallDelta(0, "c0", "f", "{}"),))
+    text = ModelDelta("later")
+    assert _merged([call, text]) == [call, text]
+    # text before a call merges: one chunk renders text, then calls -- the same order
+    (merged,) = _merged([text, call])
+    assert (merged.text, merged.tool_calls) == ("later", call.tool_calls)

@@ -219,7 +219,7 @@ def test_repeated_keys_are_400(http, openai_spec, path):
         (b'{"model": "default", "messages": [{"role": "user", "content": "x"}], '
          b'"seed": 9223372036854775808}', 400, "seed"),
         (b'{"model": "default", "messages": [{"role": "user", "content": "x"}], '
-         b'"tools": [{"type": "function"}]}', 400, "tools"),
+         b'"tools": [{"type": "function"}]}', 400, "tools[0]"),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
         (b'{"model": "agent:echo", "messages": [{"role": "user", "content": "x"}]}', 400,
          "model"),
