@@ -112,7 +112,7 @@ class ModelServerClient:
     async def chat(self, messages: Sequence[ChatMessage], **params: Any) -> ModelReply:
         """Answer a chat. Keyword arguments are :class:`~agents.model.SamplingParams` fields."""
         SamplingParams(**_known(params))  # fail fast, before a network hop
-        params = {**params, **self._salt}
+        params = {**_plain(params), **self._salt}
         call = self._handle.chat.remote(list(messages), params, self._traceparent, **self._extra)
         return await self._call(call)
 
@@ -121,7 +121,7 @@ class ModelServerClient:
         if not isinstance(prompt, str):
             raise InvalidParameter("prompt", prompt, "a string (use chat() for turns)")
         SamplingParams(**_known(params))
-        params = {**params, **self._salt}
+        params = {**_plain(params), **self._salt}
         call = self._handle.complete.remote(prompt, params, self._traceparent, **self._extra)
         return await self._call(call)
 
@@ -131,7 +131,8 @@ class ModelServerClient:
         is read, so a handler may yield it unread, for its caller to run
         (:class:`~agents.model.Handoff`)."""
         turns = prompt if isinstance(prompt, str) else list(prompt)
-        handoff = Handoff(self.name, turns, dict(params), self._traceparent)
+        params = _plain(params)
+        handoff = Handoff(self.name, turns, params, self._traceparent)
         return TextStream(self._text(prompt, params), handoff)
 
     async def _text(
@@ -158,7 +159,7 @@ class ModelServerClient:
         SamplingParams(**_known(params))
         if not isinstance(prompt, str):
             prompt = list(prompt)
-        params = {**params, **self._salt}
+        params = {**_plain(params), **self._salt}
         gen = self._stream_handle.stream.remote(prompt, params, self._traceparent, **self._extra)
         done = False
         try:
@@ -212,3 +213,12 @@ def _known(params: dict[str, Any]) -> dict[str, Any]:
 
     names = {f.name for f in fields(SamplingParams)}
     return {k: v for k, v in params.items() if k in names}
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as plain values that cross Ray and the codec: an :class:`agents.tools.Tool`
+    in ``tools`` becomes its definition (its function stays in the agent's process)."""
+    tools = params.get("tools")
+    if not tools or isinstance(tools, (str, dict)):
+        return dict(params)
+    return {**params, "tools": [getattr(t, "openai_tool", t) for t in tools]}
