@@ -38,13 +38,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from agents.errors import InvalidParameter
 from agents.model import SamplingParams, ToolCall
 from runtime.models._wire import ToolCallDelta
 
 __all__ = [
+    "AutoStream",
     "ToolMode",
     "ToolOutput",
     "check_auto",
@@ -59,6 +60,25 @@ ToolMode = Literal["none", "named", "required", "auto"]
 
 AutoParser = Callable[[str], tuple[str | None, list[ToolCall]]]
 """Reads a whole answer written freely: ``(content, calls)`` (a configured vLLM tool parser)."""
+
+
+class AutoStream(Protocol):
+    """Reads an ``"auto"`` answer as it streams (a vLLM tool parser's streaming extraction):
+    content passes through until the parser sees a call begin; the call then streams as
+    pieces."""
+
+    @property
+    def called(self) -> bool:
+        """Whether any call was streamed."""
+        ...
+
+    def feed(self, text: str, token_ids: Sequence[int]) -> tuple[str, tuple[ToolCallDelta, ...]]:
+        """New text (and its token ids) -> ``(content, pieces)`` to send now."""
+        ...
+
+    def finish(self) -> tuple[ToolCallDelta, ...]:
+        """What the parser read but did not stream yet (the last call's argument tail)."""
+        ...
 
 
 def new_call_id() -> str:
@@ -167,17 +187,23 @@ class ToolOutput:
       first piece carries the call's id and name, later ones only argument text (what OpenAI
       streams); the finish reason stays the engine's (``stop``), as vLLM and OpenAI report a
       forced call;
-    * ``"required"`` and ``"auto"``: the text is held back and read when the choice ends
-      (``required``: :func:`parse_required`; ``auto``: the configured tool parser), so a stream
-      gets the calls -- each whole, in one piece -- and any content at its end, not token by
-      token. The finish reason becomes ``tool_calls`` when calls were made (for ``required``,
-      as vLLM does, only when the engine stopped by itself). Text that holds no call is
-      returned as content, never dropped.
+    * ``"auto"`` with a ``stream`` (a streamed answer): as vLLM's server streams it, content
+      token by token until the tool parser sees a call begin, then the call's pieces as the
+      parser reads them, and at the end whatever arguments it read but had not sent yet;
+    * ``"required"``, and ``"auto"`` answered whole: the text is held back and read when the
+      choice ends (``required``: :func:`parse_required`; ``auto``: the configured tool parser),
+      so the calls come whole, in one piece, with any content. (A ``required`` answer is a
+      JSON array that only parses once complete.)
+
+    The finish reason becomes ``tool_calls`` when calls were made (for ``required``, as vLLM
+    does, only when the engine stopped by itself). Text that holds no call is returned as
+    content, never dropped.
 
     Args:
         mode: :func:`tool_mode` of the request.
         name: the forced tool's name (``"named"`` only).
         parser: reads an ``"auto"`` answer; required for that mode.
+        stream: reads an ``"auto"`` answer as it streams; when given, ``parser`` is unused.
         new_id: makes call ids (tests pass a fixed one).
     """
 
@@ -187,28 +213,35 @@ class ToolOutput:
         *,
         name: str | None = None,
         parser: AutoParser | None = None,
+        stream: AutoStream | None = None,
         new_id: Callable[[], str] = new_call_id,
     ) -> None:
         if mode == "named" and not name:
             raise ValueError("a named tool choice needs the tool's name")
-        if mode == "auto" and parser is None:
+        if mode == "auto" and parser is None and stream is None:
             raise ValueError("tool_choice 'auto' needs a tool parser")
         self.mode = mode
         self._name = name
         self._parser = parser
+        self._stream = stream if mode == "auto" else None
         self._new_id = new_id
         self._held: list[str] = []
         self._opened = False
 
     @property
     def holds_back(self) -> bool:
-        """Whether the text only comes out at the end (``required``, ``auto``)."""
-        return self.mode in ("required", "auto")
+        """Whether the text only comes out at the end (``required``; ``auto`` answered whole)."""
+        return self.mode == "required" or (self.mode == "auto" and self._stream is None)
 
-    def feed(self, text: str) -> tuple[str, tuple[ToolCallDelta, ...]]:
-        """New generated text -> ``(content, tool-call pieces)`` to send now."""
+    def feed(
+        self, text: str, token_ids: Sequence[int] = ()
+    ) -> tuple[str, tuple[ToolCallDelta, ...]]:
+        """New generated text (and its token ids) -> ``(content, tool-call pieces)`` to send
+        now."""
         if self.mode == "none":
             return text, ()
+        if self._stream is not None:
+            return self._stream.feed(text, token_ids)
         if self.holds_back:
             self._held.append(text)
             return "", ()
@@ -221,6 +254,9 @@ class ToolOutput:
 
     def finish(self, reason: str) -> tuple[str, tuple[ToolCallDelta, ...], str]:
         """The choice ended with ``reason``: the last ``(content, pieces, finish reason)``."""
+        if self._stream is not None:
+            pieces = self._stream.finish()
+            return "", pieces, "tool_calls" if self._stream.called else reason
         if not self.holds_back:
             return "", (), reason
         text = "".join(self._held)

@@ -15,8 +15,8 @@
   :mod:`runtime.models._tools`): ``tools`` go to the chat template; ``response_format``,
   ``structured_outputs``, a named or ``"required"`` ``tool_choice`` become vLLM's
   ``StructuredOutputsParams`` (xgrammar, on CPU too); a forced call's arguments stream as they
-  are generated, ``required`` and ``auto`` answers are read when they end (``auto`` by the
-  model's ``tool_call_parser``, one of vLLM's ``ToolParserManager``);
+  are generated, an ``auto`` answer is read by the model's ``tool_call_parser`` (one of vLLM's
+  ``ToolParserManager``) as it streams, a ``required`` one when it ends;
 * aborts the request in the engine when the consumer is cancelled or closes the stream;
 * translates every vLLM/torch exception into an SDK error at this one boundary, ``from exc``:
   bad parameters -> :class:`~agents.errors.InvalidParameter`, anything else ->
@@ -228,9 +228,10 @@ class ModelEngine:
         as in :meth:`generate`.
 
         With tools: a named ``tool_choice`` streams the call's arguments as they are generated
-        (the first piece names the call); a ``"required"`` or ``"auto"`` answer comes whole in
-        its last delta -- calls, any content, finish reason -- because only the whole text can
-        be parsed (:class:`~runtime.models._tools.ToolOutput`).
+        (the first piece names the call); an ``"auto"`` answer streams its content until the
+        tool parser sees a call begin, then the call's pieces as the parser reads them (vLLM's
+        streaming extraction); a ``"required"`` answer comes whole in its last delta -- a JSON
+        array parses only once complete (:class:`~runtime.models._tools.ToolOutput`).
 
         Closing the iterator early, or cancelling its consumer, aborts the request in the engine.
         """
@@ -388,7 +389,7 @@ class ModelEngine:
         cache_salt: str | None = None,
     ) -> AsyncIterator[ModelDelta]:
         llm = self._require_llm()
-        outputs = self._tool_outputs(params, prompt)
+        outputs = self._tool_outputs(params, prompt, streaming=kind == RequestOutputKind.DELTA)
         ids, text = await self._tokenize(prompt, params.tools)
         check_context(
             len(ids), params.max_tokens, max_model_len=self.max_model_len, limits=self.limits
@@ -431,7 +432,7 @@ class ModelEngine:
                 for choice in out.outputs:
                     completion[choice.index] += len(choice.token_ids)
                     tools = outputs[choice.index]
-                    content, pieces = tools.feed(choice.text)
+                    content, pieces = tools.feed(choice.text, choice.token_ids)
                     reason: Any = None
                     if choice.finish_reason is not None:
                         engine_reason = _FINISH.get(choice.finish_reason or "", "stop")
@@ -484,8 +485,11 @@ class ModelEngine:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(llm.abort(request_id), _ABORT_TIMEOUT_S)
 
-    def _tool_outputs(self, params: SamplingParams, prompt: Prompt) -> dict[int, ToolOutput]:
-        """Each choice's reader of generated text (:class:`~runtime.models._tools.ToolOutput`).
+    def _tool_outputs(
+        self, params: SamplingParams, prompt: Prompt, *, streaming: bool
+    ) -> dict[int, ToolOutput]:
+        """Each choice's reader of generated text (:class:`~runtime.models._tools.ToolOutput`);
+        a streamed ``auto`` answer is read as it streams, by the parser's streaming extraction.
 
         Raises:
             InvalidParameter: ``tool_choice`` is ``auto`` (or unset, with tools) and the model
@@ -495,15 +499,19 @@ class ModelEngine:
         check_auto(params, self.name, self._tool_parser is not None)
         mode = tool_mode(params)
         name = None
-        parser: AutoParser | None = None
         if mode == "named":
             name = params.effective_tool_choice["function"]["name"]  # type: ignore[index]
+        elif mode == "auto" and streaming:  # tools allow one choice
+            return {0: ToolOutput(mode, stream=_AutoStream(*self._new_parser(params, prompt)))}
         elif mode == "auto":
-            parser = self._auto_parser(params, prompt)
-        return {i: ToolOutput(mode, name=name, parser=parser) for i in range(params.n)}
+            return {0: ToolOutput(mode, parser=self._auto_parser(params, prompt))}
+        return {i: ToolOutput(mode, name=name) for i in range(params.n)}
 
-    def _auto_parser(self, params: SamplingParams, prompt: Prompt) -> AutoParser:
-        """The configured vLLM tool parser, for one request (parsers keep per-request state)."""
+    def _new_parser(
+        self, params: SamplingParams, prompt: Prompt
+    ) -> tuple[ToolParser, ChatCompletionRequest, str]:
+        """A fresh instance of the configured vLLM tool parser (parsers keep per-request state)
+        and the request it reads for."""
         assert self._tool_parser is not None
         tools = [dict(t) for t in params.tools]
         try:
@@ -518,6 +526,11 @@ class ModelEngine:
             raise ModelError(
                 f"model {self.name!r}: tool parser failed to start: {type(exc).__name__}: {exc}"
             ) from exc
+        return parser, request, self.name
+
+    def _auto_parser(self, params: SamplingParams, prompt: Prompt) -> AutoParser:
+        """The configured vLLM tool parser, reading a whole answer."""
+        parser, request, _ = self._new_parser(params, prompt)
 
         def parse(text: str) -> tuple[str | None, list[ToolCall]]:
             try:
@@ -547,6 +560,65 @@ class ModelEngine:
             return blame, StructuredOutputsParams(**kwargs)
         except (VLLMValidationError, ValueError, TypeError) as exc:
             raise _invalid(exc, blame, next(iter(kwargs.values()))) from exc
+
+
+class _AutoStream:
+    """A vLLM tool parser reading an ``auto`` answer as it streams
+    (``extract_tool_calls_streaming``, then ``get_remaining_unstreamed_args`` at the end), as
+    vLLM's server streams it. A parser that raises is not trusted again for this answer: the
+    rest is content (a model may write anything)."""
+
+    def __init__(self, parser: ToolParser, request: ChatCompletionRequest, model: str) -> None:
+        self._parser = parser
+        self._request = request
+        self._model = model
+        self._text = ""
+        self._ids: list[int] = []
+        self._last = -1  # index of the last call streamed
+        self._broken = False
+
+    @property
+    def called(self) -> bool:
+        return self._last >= 0
+
+    def feed(self, text: str, token_ids: Sequence[int]) -> tuple[str, tuple[ToolCallDelta, ...]]:
+        if self._broken:
+            return text, ()
+        previous_text, previous_ids = self._text, self._ids
+        self._text = previous_text + text
+        self._ids = [*previous_ids, *token_ids]
+        try:
+            delta = self._parser.extract_tool_calls_streaming(
+                previous_text, self._text, text, previous_ids, self._ids, token_ids,
+                self._request,
+            )  # fmt: skip
+        except Exception:
+            log.warning("model %r: the tool parser failed on a streamed answer", self._model)
+            self._broken = True
+            return text, ()
+        if delta is None:  # the parser holds the text back (a call may be starting)
+            return "", ()
+        pieces = tuple(
+            ToolCallDelta(
+                tc.index,
+                tc.id,
+                tc.function.name if tc.function else None,
+                (tc.function.arguments or "") if tc.function else "",
+            )
+            for tc in delta.tool_calls or ()
+        )
+        if pieces:
+            self._last = max(self._last, *(p.index for p in pieces))
+        return delta.content or "", pieces
+
+    def finish(self) -> tuple[ToolCallDelta, ...]:
+        if self._broken or not self.called:
+            return ()
+        try:
+            rest = self._parser.get_remaining_unstreamed_args()
+        except Exception:
+            return ()
+        return (ToolCallDelta(self._last, arguments=rest),) if rest else ()
 
 
 def _constraint_value(so: StructuredOutputsParams | None) -> Any:

@@ -196,3 +196,59 @@ def test_auto_needs_a_configured_parser_and_the_error_says_where():
         {"tools": TOOLS, "tool_choice": NAMED},
     ):
         check_auto(SamplingParams(**params), "small", has_parser=False)  # no parser needed
+
+
+@pytest.fixture(scope="module")
+def hermes_stream():
+    """A streaming reader of ``auto`` answers as the engine builds it: vLLM's hermes parser on
+    the tiny model's tokenizer (no engine)."""
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+    from vllm.tokenizers import get_tokenizer
+    from vllm.tool_parsers import ToolParserManager
+
+    from runtime.models import ensure_tiny_model
+    from runtime.models.engine import _AutoStream, _vllm_tool
+
+    tok = get_tokenizer(str(ensure_tiny_model()))
+    tools = [{"type": "function", "function": {"name": "lamp", "parameters": {"type": "object"}}}]
+
+    def make() -> ToolOutput:
+        parser = ToolParserManager.get_tool_parser("hermes")(tok, [_vllm_tool(t) for t in tools])
+        request = ChatCompletionRequest(
+            model="m", messages=[{"role": "user", "content": ""}], tools=tools, tool_choice="auto"
+        )
+        return ToolOutput("auto", stream=_AutoStream(parser, request, "m"))
+
+    def feed(out: ToolOutput, text: str) -> list[tuple[str, tuple]]:
+        ids = tok.encode(text, add_special_tokens=False)
+        return [out.feed(tok.decode([i], skip_special_tokens=False), [i]) for i in ids]
+
+    return make, feed
+
+
+def test_auto_streams_content_then_the_call_as_it_is_written(hermes_stream):
+    make, feed = hermes_stream
+    out = make()
+    steps = feed(
+        out, 'Sure. <tool_call>\n{"name": "lamp", "arguments": {"on": true, "level": 2}}\n'
+        "</tool_call>"
+    )  # fmt: skip
+    tail, last, reason = out.finish("stop")
+    content = [c for c, _ in steps if c]
+    pieces = [p for _, ps in steps for p in ps] + list(last)
+    assert "".join(content) + tail == "Sure. " and len(content) >= 2  # token by token
+    assert pieces[0].opens and pieces[0].name == "lamp" and pieces[0].id
+    assert len(pieces) >= 4  # the arguments stream in fragments, not in one piece
+    (call,) = join_tool_calls(pieces)
+    assert json.loads(call.arguments) == {"on": True, "level": 2}
+    assert reason == "tool_calls"
+
+
+def test_auto_without_a_call_streams_all_of_it_as_content(hermes_stream):
+    make, feed = hermes_stream
+    out = make()
+    text = "the quick brown fox jumps over the lazy dog"
+    steps = feed(out, text)
+    tail, pieces, reason = out.finish("stop")
+    assert "".join(c for c, _ in steps) + tail == text and not pieces and reason == "stop"
+    assert sum(1 for c, _ in steps if c) > 3

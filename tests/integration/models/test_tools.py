@@ -109,3 +109,33 @@ async def test_turns_of_a_tool_loop_are_checked(main_model):
     with pytest.raises(InvalidParameter) as err:
         await main_model.client.chat(bad, max_tokens=4)
     assert err.value.field == "messages[1].tool_call_id"
+
+
+# What a model that calls a tool on its own writes, in the tiny model's (Hermes) format; the
+# random weights are made to write it by a regex constraint, which "auto" allows.
+HERMES_CALL = '<tool_call>\n{"name": "lamp", "arguments": {"on": true, "level": 2}}\n</tool_call>'
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_auto_reads_the_call_the_model_writes(main_model, streamed):
+    import re
+
+    params = {
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "structured_outputs": {"regex": re.escape(HERMES_CALL)},
+        "max_tokens": 120,
+    }
+    if streamed:
+        deltas = [d async for d in main_model.client.stream_deltas(TURNS, **params)]
+        pieces = [p for d in deltas for p in d.tool_calls]
+        assert "".join(d.text for d in deltas) == ""  # the call's markup is not content
+        calls = join_tool_calls(pieces)
+        reason = deltas[-1].finish_reason
+    else:
+        reply = await main_model.client.chat(TURNS, **params)
+        assert reply.text == ""
+        calls, reason = reply.tool_calls, reply.finish_reason
+    (call,) = calls
+    assert call.name == "lamp" and call.args() == {"on": True, "level": 2}
+    assert reason == "tool_calls"
