@@ -37,7 +37,7 @@ import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, get_type_hints
 
 import pydantic
@@ -45,7 +45,7 @@ import pydantic_core
 
 from agents.context import Context
 from agents.errors import InvalidParameter, MessageDecodeError, ToolLoopExceeded
-from agents.model import ChatMessage, ModelReply, ToolCall
+from agents.model import ChatMessage, ModelReply, ToolCall, Usage
 
 __all__ = ["Tool", "agent_tool", "parse_json", "response_format", "run_tools", "tool"]
 
@@ -187,7 +187,7 @@ async def run_tools(
         prompt_tokens += reply.usage.prompt_tokens
         completion_tokens += reply.usage.completion_tokens
         if not reply.tool_calls:
-            return _with_usage(reply, prompt_tokens, completion_tokens)
+            return replace(reply, usage=Usage(prompt_tokens, completion_tokens))
         if rounds == max_rounds:
             raise ToolLoopExceeded(rounds, reply)
         turns.append(reply.turn())
@@ -368,11 +368,3 @@ def _as_text(result: Any) -> str:
         return pydantic_core.to_json(result).decode()
     except pydantic_core.PydanticSerializationError:
         return json.dumps(str(result))
-
-
-def _with_usage(reply: ModelReply, prompt_tokens: int, completion_tokens: int) -> ModelReply:
-    from dataclasses import replace
-
-    from agents.model import Usage
-
-    return replace(reply, usage=Usage(prompt_tokens, completion_tokens))

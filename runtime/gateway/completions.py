@@ -50,6 +50,7 @@ from runtime.models import (
     Priority,
     ToolCallDelta,
     join_tool_calls,
+    pieces_of,
 )
 from runtime.streaming import decoded
 from runtime.telemetry import Telemetry, genai_attributes
@@ -447,11 +448,8 @@ class _Call:
                 zip(done.texts, done.finish_reasons, done.tool_calls, strict=True)
             ):
                 last = i == len(done.texts) - 1
-                pieces = tuple(
-                    ToolCallDelta(k, c["id"], c["function"]["name"], c["function"]["arguments"])
-                    for k, c in enumerate(calls)
-                )
-                yield ModelDelta(text, i, done.model, reason, done.usage if last else None, pieces)
+                usage = done.usage if last else None
+                yield ModelDelta(text, i, done.model, reason, usage, pieces_of(calls))
             return
         gen = self._llm().stream_deltas(self.prompt, **self.sp.to_dict())
         try:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from agents.model import ModelReply, Usage
 from runtime.gateway.errors import render_error
-from runtime.models import ToolCallDelta
+from runtime.models import pieces_of
 
 __all__ = [
     "Completed",
@@ -152,10 +152,7 @@ def _message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 def call_chunks(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Whole calls (message form) as the tool-call chunks of one stream delta."""
-    return [
-        ToolCallDelta(k, c["id"], c["function"]["name"], c["function"]["arguments"]).to_openai()
-        for k, c in enumerate(calls)
-    ]
+    return [p.to_openai() for p in pieces_of(calls)]
 
 
 class StreamFormat:

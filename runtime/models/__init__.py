@@ -25,7 +25,7 @@ Example:
 """
 
 from runtime.models._params import check_params
-from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
+from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls, pieces_of
 from runtime.models.admission import AdmissionGate, Priority
 from runtime.models.client import ModelServerClient, deployment_name, translate_ray_error
 from runtime.models.router import WarmFirstRequestRouter
@@ -60,6 +60,7 @@ __all__ = [
     "join_tool_calls",
     "model_deployment",
     "model_deployments",
+    "pieces_of",
     "resolve_model",
     "translate_ray_error",
     "warm_first_router",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 
 from agents.model import FinishReason, ToolCall, Usage
 
-__all__ = ["ModelDelta", "ToolCallDelta", "coalesce", "join_tool_calls"]
+__all__ = ["ModelDelta", "ToolCallDelta", "coalesce", "join_tool_calls", "pieces_of"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,15 @@ class ToolCallDelta:
             "type": "function",
             "function": {"name": self.name, "arguments": self.arguments},
         }
+
+
+def pieces_of(calls: Iterable[dict[str, object]]) -> tuple[ToolCallDelta, ...]:
+    """Whole calls in OpenAI's message form (``{"id", "function": {"name", "arguments"}}``,
+    as cached) as one piece each: how a cached answer replays them."""
+    return tuple(
+        ToolCallDelta(k, c["id"], c["function"]["name"], c["function"]["arguments"])  # type: ignore[index]
+        for k, c in enumerate(calls)
+    )
 
 
 def join_tool_calls(pieces: Iterable[ToolCallDelta]) -> tuple[ToolCall, ...]:
