@@ -34,7 +34,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -U pip
 
-$(VENV)/.raygent-test: $(VENV)/bin/python pyproject.toml $(CONSTRAINTS)
+$(VENV)/.raygent-test: $(VENV)/bin/python pyproject.toml $(CONSTRAINTS) shm/_ringfast.c
 	$(PIP) -e ".[test]"
 	touch $@
 

@@ -195,6 +195,8 @@ assert STATIC.size == OFF_TAIL
 # Off by default: they cost a few percent on the hot path. The tests switch them on. This is the
 # only place shm reads the environment.
 DEBUG = os.environ.get("RAYGENT_SHM_DEBUG", "") == "1"
+# RAYGENT_SHM_PURE=1: never use the C hot paths (shm._ringfast), even when they are built.
+PURE = os.environ.get("RAYGENT_SHM_PURE", "") == "1"
 
 
 def record_check(length: int, seq: int) -> int:

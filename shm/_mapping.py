@@ -11,6 +11,15 @@ from shm import _segment, _wait
 
 logger = logging.getLogger("shm")
 
+try:
+    from shm._ringfast import Seg as _Seg
+except ImportError:  # not built (no C compiler at install time): the Python paths run alone
+    _Seg = None
+
+NATIVE = _Seg is not None and not L.PURE
+"""Whether new ring ends use the C hot paths (``shm._ringfast``). Read when an end is made, so
+a test can switch it per ring; the Python paths are the reference and stay complete."""
+
 
 @dataclass(frozen=True)
 class RingHandle:
@@ -54,6 +63,15 @@ class Mapping:
         self.slot = -1
         self.slot_token = 0
         self.open = True
+        self.native = None
+
+    def native_paths(self, data_offset: int, capacity: int, frame_max: int):
+        """The C hot paths over this mapping (``shm._ringfast.Seg``), or None when they are
+        not built or switched off (:data:`NATIVE`). They hold a buffer export of the mapping
+        until :meth:`close`."""
+        if NATIVE and _Seg is not None:
+            self.native = _Seg(self.mm, data_offset, capacity, frame_max)
+        return self.native
 
     def free_slot(self) -> None:
         """Release this reader's slot, if it still holds it (the writer may have evicted it)."""
@@ -80,6 +98,9 @@ class Mapping:
             else:
                 self.free_slot()
             self.futex.release()
+            if self.native is not None:
+                self.native.release()
+                self.native = None
             self.q.release()
             self.view.release()
             try:

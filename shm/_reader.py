@@ -84,6 +84,9 @@ class RingReader:
             self._next = 0
             self._pending_views = False
             self._hold = -1  # start of the frame those views point into
+            # The C hot paths (shm._ringfast), when built; copies only, no CRCs.
+            frame_max = min(L.FRAME_MAX_BYTES, self._cap - L.HEADER_SIZE)
+            self._native = None if self._crc else res.native_paths(self._base, self._cap, frame_max)
             self._claim_slot(start)
         except BaseException:
             self._finalizer()
@@ -256,6 +259,15 @@ class RingReader:
             WriterDead: The writer died and every record it published was read.
             SegmentCorrupt: A value in shared memory is impossible.
         """
+        native = self._native
+        if native is not None and copy and not self._pending:
+            data = native.get1(self._c, self._s, self._slot_cursor if self._block else -1)
+            if data.__class__ is bytes:  # else None (empty) or False (not a plain record)
+                self._c += (len(data) + 23) & -8
+                self._s += 1
+                if _DEBUG:
+                    self._check_invariants()
+                return data
         deadline = -1.0  # computed when first needed: the fast path never reads the clock
         while True:
             if self._pending:
@@ -357,13 +369,50 @@ class RingReader:
         (the caller looks again); or ``_TIMED_OUT``. Records of a frame beyond ``max_items``
         go to the pending list, returned by the next calls.
         """
+        start = c
+        native = self._native
+        if native is not None and copy:
+            out, c, s, frame_at, problem = native.copy_run(c, w, self._s, max_items)
+            problem = problem or ""
+        else:
+            out, c, s, frame_at, problem = self._walk(c, w, max_items, copy)
+        cap = self._cap
+        q = self._q
+        if q[_Q_INTENT] > start + cap:  # seqlock: some copied bytes may have been overwritten
+            return None if self._lapped_or_corrupt(start, "", deadline) else _TIMED_OUT
+        if problem and not out:
+            return None if self._lapped_or_corrupt(start, problem, deadline) else _TIMED_OUT
+        # With a problem after a good prefix, deliver the prefix; the next call meets the
+        # problem again, with nothing before it, and raises.
+        self._c = c
+        self._s = s
+        if not out:
+            return None  # only wrap markers were consumed: look again
+        if len(out) > max_items:  # the last frame overflowed: keep the rest for later
+            self._pending = out
+            self._next = max_items
+            self._pending_views = not copy
+            self._hold = frame_at
+            out = out[:max_items]
+        if self._block:
+            q[self._slot_cursor] = c if copy else start
+        self._views_from = -1 if copy else start
+        if _DEBUG:
+            self._check_invariants()
+        return out
+
+    def _walk(self, c: int, w: int, max_items: int, copy: bool) -> tuple:
+        """Copy (or view) the records from ``c`` towards ``w``: plain ones, frames split, wrap
+        markers skipped, until ``w`` or ``max_items`` (a frame is taken whole). Returns
+        ``(records, c, s, frame_at, problem)``; ``problem`` names the first bad header ("" if
+        none), and the records before it are returned. ``shm._ringfast`` does the same walk
+        in C for copies without CRCs."""
         mm = self._mm
         cap = self._cap
         base = self._base
         source = mm if copy else self._mv
         crc = self._crc
         s = self._s
-        start = c
         out: list = []
         add = out.append
         problem = ""
@@ -407,29 +456,7 @@ class RingReader:
                 add(data)
                 s = seq + 1
             c = end
-        q = self._q
-        if q[_Q_INTENT] > start + cap:  # seqlock: some copied bytes may have been overwritten
-            return None if self._lapped_or_corrupt(start, "", deadline) else _TIMED_OUT
-        if problem and not out:
-            return None if self._lapped_or_corrupt(start, problem, deadline) else _TIMED_OUT
-        # With a problem after a good prefix, deliver the prefix; the next call meets the
-        # problem again, with nothing before it, and raises.
-        self._c = c
-        self._s = s
-        if not out:
-            return None  # only wrap markers were consumed: look again
-        if len(out) > max_items:  # the last frame overflowed: keep the rest for later
-            self._pending = out
-            self._next = max_items
-            self._pending_views = not copy
-            self._hold = frame_at
-            out = out[:max_items]
-        if self._block:
-            q[self._slot_cursor] = c if copy else start
-        self._views_from = -1 if copy else start
-        if _DEBUG:
-            self._check_invariants()
-        return out
+        return out, c, s, frame_at, problem
 
     def _take_pending(self, max_items: int, copy: bool) -> list:
         """Return up to ``max_items`` records left over from a batch frame."""
@@ -586,7 +613,7 @@ class RingReader:
 
     def close(self) -> None:
         """Free this reader's slot and unmap. Safe to call twice. Views must not outlive it."""
-        self._mm = self._mv = self._q = None
+        self._mm = self._mv = self._q = self._native = None
         self._finalizer()
 
 

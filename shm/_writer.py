@@ -132,6 +132,8 @@ class RingWriter:
         # Fast path of write() off: closed, CRCs, or a ring so big that a length could collide
         # with FRAME_FLAG.
         self._slow = crc or capacity > L.MAX_LENGTH
+        # The C hot paths (shm._ringfast), when built: same layout, same publish order.
+        self._native = None if self._slow else res.native_paths(data_off, capacity, self._frame_max)
         self._handle = RingHandle(name, capacity, _segment.boot_id())
         logger.debug("created ring %s: %d bytes, policy %d", name, capacity, policy)
 
@@ -180,6 +182,12 @@ class RingWriter:
             RingBufferFull: Block policy, and no space appeared within the timeout.
             RingBufferClosed: This writer was closed.
         """
+        native = self._native
+        if native is not None:
+            end = native.put1(self._w, self._seq, self._limit, data, self._starts)
+            if end is not None:
+                self._published(end, 1)
+                return
         n = len(data)
         w = self._w
         end = w + ((n + 23) & -8)
@@ -231,6 +239,13 @@ class RingWriter:
                 this call were published, the rest were not.
             RingBufferClosed: This writer was closed.
         """
+        native = self._native
+        if native is not None and type(payloads) in (list, tuple):
+            limit = self._limit if self._block else self._w + self._cap
+            end = native.put_frame(self._w, self._seq, limit, payloads, self._starts)
+            if end is not None:
+                self._published(end, len(payloads))
+                return
         if self._closed:
             raise RingBufferClosed(f"ring {self.name} was closed by its writer")
         if not isinstance(payloads, (list, tuple)):
@@ -429,6 +444,17 @@ class RingWriter:
         if _DEBUG:
             self._check_invariants()
 
+    def _published(self, end: int, count: int) -> None:
+        """Account for a record (or frame of ``count``) the C path published; ``end`` < 0
+        says a reader attached, which a blocking writer must count before writing on."""
+        self._last = self._w  # the C path never writes a wrap marker: the record starts here
+        self._w = abs(end)
+        self._seq += count
+        if end < 0 and self._block:
+            self._refresh_limit(evict=False)
+        if _DEBUG:
+            self._check_invariants()
+
     def _attention(self) -> None:
         """A reader set WAITERS (wake it) or NEW_READER (account for it before writing on)."""
         mm = self._mm
@@ -506,7 +532,7 @@ class RingWriter:
         Safe to call twice. Does not remove the segment: call :meth:`unlink` for that.
         """
         self._closed = self._slow = True
-        self._mm = self._q = None
+        self._mm = self._q = self._native = None
         self._res.close()
 
     def unlink(self) -> None:
@@ -514,5 +540,5 @@ class RingWriter:
         mapping until they close; new attaches fail. Safe to call twice; closes too."""
         self._finalizer.detach()
         self._closed = self._slow = True
-        self._mm = self._q = None
+        self._mm = self._q = self._native = None
         self._res.close(unlink=True)

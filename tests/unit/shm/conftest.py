@@ -8,8 +8,29 @@ os.environ["RAYGENT_SHM_DEBUG"] = "1"
 
 import pytest  # noqa: E402
 
-from shm import RingBuffer, _segment  # noqa: E402
+from shm import RingBuffer, _mapping, _segment  # noqa: E402
 from shm import _layout as L  # noqa: E402
+
+
+@pytest.fixture(autouse=True, params=["native", "pure"])
+def ring_paths(request, monkeypatch):
+    """Every shm test runs twice: with the C hot paths (``shm._ringfast``) and with the pure
+    Python ones, which must stay complete on their own (a machine without a compiler runs
+    them). Forked children inherit the switch; spawned ones read ``RAYGENT_SHM_PURE``. A test
+    marked ``pure_only`` injects faults into Python internals that the C path does not call."""
+    if request.param == "native":
+        if L.PURE:
+            pytest.skip("RAYGENT_SHM_PURE=1 in the environment")
+        if _mapping._Seg is None:
+            pytest.fail("shm._ringfast is not built: pip install -e . with a C compiler")
+        if request.node.get_closest_marker("pure_only"):
+            pytest.skip("injects into the Python paths")
+        monkeypatch.setattr(_mapping, "NATIVE", True)
+        monkeypatch.delenv("RAYGENT_SHM_PURE", raising=False)
+    else:
+        monkeypatch.setattr(_mapping, "NATIVE", False)
+        monkeypatch.setenv("RAYGENT_SHM_PURE", "1")
+    return request.param
 
 
 def _ours_or_orphaned(name: str) -> bool:

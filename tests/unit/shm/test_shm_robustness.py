@@ -54,6 +54,7 @@ def _kill(proc) -> None:
 # -- torn reads --------------------------------------------------------------------------------
 
 
+@pytest.mark.pure_only
 @pytest.mark.parametrize("how", ["read", "read_many", "read_zero_copy"])
 def test_a_copy_overwritten_mid_read_is_never_returned(ring_factory, monkeypatch, how):
     """Deterministic race: the writer laps the reader between the header load and the copy."""

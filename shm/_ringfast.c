@@ -1,0 +1,547 @@
+/* shm._ringfast: the ring's hot paths in C (the layout and the rules are in shm/_layout.py).
+ *
+ * Why C: measured with py-spy and process_time loops, the pure-Python write() and read() are
+ * ~25 interpreter steps each (~1 us a record), and a batch pays a Python step per record on the
+ * reader's side (a slice, a list append) plus a join and an array on the writer's side. Here one
+ * call does the whole fast path -- header, one memcpy per record straight into the mapping, the
+ * INTENT / WRITE publish with real release/acquire ordering, the reader's seqlock check -- and
+ * a batch frame is split into bytes objects in one loop.
+ *
+ * Only the common cases live here: a record or a frame that fits before the end of the lap and
+ * within the writer's limit; a reader walking plain records, frames and wrap markers. Anything
+ * else (a wrap that needs a marker, a blocked writer, CRCs, zero-copy views, a lap, corruption)
+ * returns None / a problem string and the Python code in shm/_writer.py and shm/_reader.py --
+ * the reference implementation, also used when this module is not built -- takes over.
+ *
+ * Every value read from shared memory is validated before it is used, as in the Python reader.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+/* Offsets and constants: keep in step with shm/_layout.py (tests check them). */
+#define Q_TAIL 8
+#define Q_INTENT 9
+#define Q_WRITE 10
+#define Q_LAST 11
+#define OFF_WAITERS 128
+#define OFF_NEW_READER 129
+#define OFF_FUTEX 80 /* low half of WRITE (little-endian only: see below) */
+#define HEADER_SIZE 16
+#define WRAP_LENGTH 0xFFFFFFFFu
+#define FRAME_FLAG 0x80000000u
+#define LEN_MASK 0x7FFFFFFFu
+#define CHECK_KEY 0x5AC396E1u
+#define DIRECT_COPY_BYTES 4096
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+/* A field of a record in shared memory, loaded exactly once: the writer may be changing it
+ * (a torn read is caught later by the INTENT check), so the compiler must not load it again
+ * after it was validated. */
+#define ONCE(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer buf;  /* the whole mapping; buf.obj == NULL once released */
+    char *mem;      /* mapping start (header region) */
+    char *data;     /* data region */
+    uint64_t *q;    /* the mapping as 8-byte words */
+    uint64_t cap;
+    uint64_t frame_max;
+} Seg;
+
+static PyObject *s_append, *s_popleft;
+
+static inline uint32_t
+check_of(uint32_t length, uint64_t seq)
+{
+    return (uint32_t)((length ^ seq ^ CHECK_KEY) & 0xFFFFFFFFu);
+}
+
+static int
+seg_init(Seg *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *mm;
+    unsigned long long base, cap, frame_max;
+    if (!PyArg_ParseTuple(args, "OKKK", &mm, &base, &cap, &frame_max))
+        return -1;
+    if (self->buf.obj != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Seg already initialised");
+        return -1;
+    }
+    if (PyObject_GetBuffer(mm, &self->buf, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (cap < 64 || cap % 8 || base % 8 || (uint64_t)self->buf.len < base + cap ||
+        base < 256 || frame_max > cap) {
+        PyBuffer_Release(&self->buf);
+        PyErr_SetString(PyExc_ValueError, "segment geometry does not fit the buffer");
+        return -1;
+    }
+    self->mem = (char *)self->buf.buf;
+    self->data = self->mem + base;
+    self->q = (uint64_t *)self->mem;
+    self->cap = cap;
+    self->frame_max = frame_max;
+    return 0;
+}
+
+static void
+seg_dealloc(Seg *self)
+{
+    if (self->buf.obj != NULL)
+        PyBuffer_Release(&self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+seg_release(Seg *self, PyObject *unused)
+{
+    if (self->buf.obj != NULL)
+        PyBuffer_Release(&self->buf);
+    self->mem = self->data = NULL;
+    self->q = NULL;
+    Py_RETURN_NONE;
+}
+
+static int
+check_open(Seg *self)
+{
+    if (self->mem == NULL) {
+        PyErr_SetString(PyExc_ValueError, "segment released");
+        return -1;
+    }
+    return 0;
+}
+
+/* -- writer ------------------------------------------------------------------------------ */
+
+/* starts.append(w); drop the starts the new end overwrites; store TAIL. Mirrors
+ * RingWriter.write / _publish. */
+static int
+move_tail(Seg *self, PyObject *starts, uint64_t w, uint64_t end)
+{
+    PyObject *wo = PyLong_FromUnsignedLongLong(w);
+    if (wo == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg(starts, s_append, wo);
+    Py_DECREF(wo);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    if (end < self->cap)
+        return 0; /* first lap: nothing is overwritten, TAIL stays 0 */
+    uint64_t lo = end - self->cap;
+    int moved = 0;
+    for (;;) {
+        PyObject *first = PySequence_GetItem(starts, 0);
+        if (first == NULL)
+            return -1;
+        unsigned long long f = PyLong_AsUnsignedLongLong(first);
+        Py_DECREF(first);
+        if (f == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        if (f >= lo) {
+            if (moved)
+                STORE(&self->q[Q_TAIL], (uint64_t)f);
+            return 0;
+        }
+        r = PyObject_CallMethodNoArgs(starts, s_popleft);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        moved = 1;
+    }
+}
+
+/* After the WRITE store: wake sleeping readers; report a new reader to the caller. */
+static PyObject *
+published(Seg *self, uint64_t end)
+{
+    volatile uint8_t *att = (volatile uint8_t *)(self->mem + OFF_WAITERS);
+    int new_reader = 0;
+    /* One full fence between the WRITE store and the WAITERS load (the Dekker pairing with a
+     * reader that sets WAITERS, then re-loads WRITE). */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (att[0]) {
+        att[0] = 0;
+#ifdef __linux__
+        syscall(SYS_futex, (uint32_t *)(self->mem + OFF_FUTEX), FUTEX_WAKE, INT32_MAX, NULL,
+                NULL, 0);
+#endif
+    }
+    if (att[1]) {
+        att[1] = 0;
+        new_reader = 1;
+    }
+    return PyLong_FromLongLong(new_reader ? -(long long)end : (long long)end);
+}
+
+/* put1(w, seq, limit, data, starts) -> end (negative: a reader attached) | None
+ *
+ * Publish one bytes record at monotonic offset w with sequence number seq, if it fits before
+ * the end of the lap and within limit; None leaves everything untouched (the caller's general
+ * path handles wraps, waits, other buffer types). */
+static PyObject *
+seg_put1(Seg *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "put1(w, seq, limit, data, starts)");
+        return NULL;
+    }
+    if (check_open(self) < 0)
+        return NULL;
+    uint64_t w = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t limit = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *data = args[3];
+    if (!PyBytes_CheckExact(data))
+        Py_RETURN_NONE;
+    uint64_t n = (uint64_t)PyBytes_GET_SIZE(data);
+    uint64_t size = (n + 23) & ~(uint64_t)7;
+    uint64_t cap = self->cap, pos = w % cap, end = w + size;
+    if (n > LEN_MASK - 1 || pos + size > cap || end > limit)
+        Py_RETURN_NONE;
+    if (move_tail(self, args[4], w, end) < 0)
+        return NULL;
+    char *p = self->data + pos;
+    STORE(&self->q[Q_INTENT], end); /* before any byte moves */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    uint32_t hdr[2] = {(uint32_t)n, check_of((uint32_t)n, seq)};
+    memcpy(p, hdr, 8);
+    memcpy(p + 8, &seq, 8);
+    memcpy(p + HEADER_SIZE, PyBytes_AS_STRING(data), n);
+    STORE(&self->q[Q_WRITE], end); /* the publish */
+    STORE(&self->q[Q_LAST], w);
+    return published(self, end);
+}
+
+/* put_frame(w, seq, limit, records, starts) -> end (negative: a reader attached) | None
+ *
+ * Publish >= 2 small bytes records as one batch frame (count, lengths, padding, records), each
+ * copied once, straight into the mapping. None when the batch is not that case: fewer than two
+ * records, a non-bytes record, one of DIRECT_COPY_BYTES or more, a frame over frame_max, a wrap
+ * or the limit in the way. */
+static PyObject *
+seg_put_frame(Seg *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "put_frame(w, seq, limit, records, starts)");
+        return NULL;
+    }
+    if (check_open(self) < 0)
+        return NULL;
+    uint64_t w = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t limit = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *records = args[3];
+    if (!PyList_CheckExact(records) && !PyTuple_CheckExact(records))
+        Py_RETURN_NONE;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(records);
+    PyObject **items = PySequence_Fast_ITEMS(records);
+    if (count < 2 || (uint64_t)count > (self->frame_max - 8) / 4)
+        Py_RETURN_NONE;
+    uint64_t body = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *r = items[i];
+        if (!PyBytes_CheckExact(r) || PyBytes_GET_SIZE(r) >= DIRECT_COPY_BYTES)
+            Py_RETURN_NONE;
+        body += (uint64_t)PyBytes_GET_SIZE(r);
+    }
+    uint64_t head = (4 * (uint64_t)count + 11) & ~(uint64_t)7;
+    uint64_t flen = head + body;
+    uint64_t size = (flen + 23) & ~(uint64_t)7;
+    uint64_t cap = self->cap, pos = w % cap, end = w + size;
+    if (flen > self->frame_max || pos + size > cap || end > limit)
+        Py_RETURN_NONE;
+    if (move_tail(self, args[4], w, end) < 0)
+        return NULL;
+    char *p = self->data + pos;
+    STORE(&self->q[Q_INTENT], end);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    uint32_t field = (uint32_t)flen | FRAME_FLAG;
+    uint32_t hdr[2] = {field, check_of(field, seq)};
+    memcpy(p, hdr, 8);
+    memcpy(p + 8, &seq, 8);
+    char *f = p + HEADER_SIZE;
+    uint32_t c32 = (uint32_t)count;
+    memcpy(f, &c32, 4);
+    uint32_t *lens = (uint32_t *)(f + 4);
+    char *out = f + head;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t n = PyBytes_GET_SIZE(items[i]);
+        lens[i] = (uint32_t)n;
+        memcpy(out, PyBytes_AS_STRING(items[i]), (size_t)n);
+        out += n;
+    }
+    memset(f + 4 + 4 * (uint64_t)count, 0, head - 4 - 4 * (uint64_t)count);
+    STORE(&self->q[Q_WRITE], end);
+    STORE(&self->q[Q_LAST], w);
+    return published(self, end);
+}
+
+/* -- reader ------------------------------------------------------------------------------ */
+
+/* get1(c, s, slot) -> bytes | None (empty) | False (not a plain record: general path)
+ *
+ * The read fast path: a plain record with sequence s right at cursor c, copied, then proven
+ * intact (INTENT <= c + cap after the copy). slot >= 0: the reader's CURSOR word, moved past
+ * the record (block policy). */
+static PyObject *
+seg_get1(Seg *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "get1(c, s, slot)");
+        return NULL;
+    }
+    if (check_open(self) < 0)
+        return NULL;
+    uint64_t c = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t s = PyLong_AsUnsignedLongLong(args[1]);
+    long long slot = PyLong_AsLongLong(args[2]);
+    if (PyErr_Occurred())
+        return NULL;
+    uint64_t w = LOAD(&self->q[Q_WRITE]);
+    if (w == c)
+        Py_RETURN_NONE;
+    uint64_t cap = self->cap, pos = c % cap;
+    if (w < c || w - c > cap || pos > cap - HEADER_SIZE)
+        Py_RETURN_FALSE;
+    char *p = self->data + pos;
+    uint32_t hdr[2] = {ONCE((uint32_t *)p), ONCE((uint32_t *)(p + 4))};
+    uint64_t seq = ONCE((uint64_t *)(p + 8));
+    uint64_t n = hdr[0];
+    uint64_t end = c + ((n + 23) & ~(uint64_t)7);
+    if (seq != s || hdr[1] != check_of(hdr[0], seq) || (n & FRAME_FLAG) ||
+        n > cap - pos - HEADER_SIZE || end > w)
+        Py_RETURN_FALSE;
+    PyObject *data = PyBytes_FromStringAndSize(p + HEADER_SIZE, (Py_ssize_t)n);
+    if (data == NULL)
+        return NULL;
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    if (LOAD(&self->q[Q_INTENT]) > c + cap) { /* the copy may be torn */
+        Py_DECREF(data);
+        Py_RETURN_FALSE;
+    }
+    if (slot >= 0)
+        STORE(&self->q[slot], end);
+    return data;
+}
+
+/* Split the frame at p (length flen) into bytes objects appended to out; "" = ok, else what is
+ * wrong (the caller removes what was appended), NULL = a Python error.
+ *
+ * The writer may be overwriting the frame while we read it, so every length is loaded once and
+ * bounded by what is left of the frame before it is used: a torn frame can give wrong records
+ * (the caller's INTENT check discards them), never a read outside the frame. */
+static const char *
+split_frame(const char *p, uint64_t flen, PyObject *out, Py_ssize_t *added)
+{
+    *added = 0;
+    if (flen < 4)
+        return "too short for a frame";
+    uint32_t count = ONCE((const uint32_t *)p);
+    uint64_t head = (4 * (uint64_t)count + 11) & ~(uint64_t)7;
+    if (count < 2 || head > flen)
+        return "count does not fit in the frame";
+    const uint32_t *lens = (const uint32_t *)(p + 4);
+    const char *r = p + head;
+    uint64_t left = flen - head;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t n = ONCE(&lens[i]);
+        if (n > left)
+            return "record lengths do not add up to the frame";
+        PyObject *b = PyBytes_FromStringAndSize(r, (Py_ssize_t)n);
+        if (b == NULL)
+            return NULL; /* with an exception set */
+        int rc = PyList_Append(out, b);
+        Py_DECREF(b);
+        if (rc < 0)
+            return NULL;
+        r += n;
+        left -= n;
+        (*added)++;
+    }
+    return left ? "record lengths do not add up to the frame" : "";
+}
+
+/* copy_run(c, w, s, max_items) -> (records, c, s, frame_at, problem)
+ *
+ * RingReader._copy_batch's walk for copy=True without CRCs: from cursor c towards w, copy plain
+ * records and split frames into bytes, skip wrap markers and short lap tails, until w or
+ * max_items (a frame is always taken whole: the caller keeps the overflow). Stops at the first
+ * header that is not what it must be and names it in problem (None when all was well); the
+ * records before it are returned. The caller still does the INTENT check for the whole run. */
+static PyObject *
+seg_copy_run(Seg *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "copy_run(c, w, s, max_items)");
+        return NULL;
+    }
+    if (check_open(self) < 0)
+        return NULL;
+    uint64_t c = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t w = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t s = PyLong_AsUnsignedLongLong(args[2]);
+    Py_ssize_t max_items = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    uint64_t cap = self->cap;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    long long frame_at = -1;
+    PyObject *problem = Py_None;
+    Py_INCREF(problem);
+    while (c < w && PyList_GET_SIZE(out) < max_items) {
+        uint64_t pos = c % cap, room = cap - pos;
+        if (room < HEADER_SIZE) { /* implicit wrap */
+            c += room;
+            continue;
+        }
+        const char *p = self->data + pos;
+        uint32_t hdr[2] = {ONCE((const uint32_t *)p), ONCE((const uint32_t *)(p + 4))};
+        uint64_t seq = ONCE((const uint64_t *)(p + 8));
+        if (hdr[0] == WRAP_LENGTH) {
+            if (seq != s || hdr[1] != check_of(WRAP_LENGTH, seq)) {
+                Py_SETREF(problem, PyUnicode_FromFormat(
+                                       "bad wrap marker at %llu (seq %llu, expected %llu)",
+                                       (unsigned long long)c, (unsigned long long)seq,
+                                       (unsigned long long)s));
+                break;
+            }
+            c += room;
+            continue;
+        }
+        uint64_t length = hdr[0] & LEN_MASK;
+        uint64_t end = c + ((length + 23) & ~(uint64_t)7);
+        if (seq != s || length > room - HEADER_SIZE || end > w) {
+            Py_SETREF(problem,
+                      PyUnicode_FromFormat("bad record header at %llu: length %u, seq %llu, "
+                                           "expected seq %llu",
+                                           (unsigned long long)c, hdr[0],
+                                           (unsigned long long)seq, (unsigned long long)s));
+            break;
+        }
+        if (hdr[1] != check_of(hdr[0], seq)) {
+            Py_SETREF(problem, PyUnicode_FromFormat(
+                                   "bad record check at %llu (length %u, seq %llu)",
+                                   (unsigned long long)c, hdr[0], (unsigned long long)seq));
+            break;
+        }
+        if (hdr[0] & FRAME_FLAG) {
+            Py_ssize_t added;
+            const char *bad = split_frame(p + HEADER_SIZE, length, out, &added);
+            if (bad == NULL)
+                goto error;
+            if (*bad) {
+                /* undo a partial split: the records before this frame are the good prefix */
+                if (PyList_SetSlice(out, PyList_GET_SIZE(out) - added, PyList_GET_SIZE(out),
+                                    NULL) < 0)
+                    goto error;
+                Py_SETREF(problem,
+                          PyUnicode_FromFormat("bad batch frame at %llu (seq %llu): %s",
+                                               (unsigned long long)c,
+                                               (unsigned long long)seq, bad));
+                break;
+            }
+            frame_at = (long long)c;
+            s = seq + (uint64_t)added;
+        } else {
+            PyObject *b = PyBytes_FromStringAndSize(p + HEADER_SIZE, (Py_ssize_t)length);
+            if (b == NULL)
+                goto error;
+            int rc = PyList_Append(out, b);
+            Py_DECREF(b);
+            if (rc < 0)
+                goto error;
+            s = seq + 1;
+        }
+        c = end;
+    }
+    if (problem == NULL)
+        goto error;
+    return Py_BuildValue("(NKKLN)", out, (unsigned long long)c, (unsigned long long)s,
+                         frame_at, problem);
+error:
+    Py_DECREF(out);
+    Py_XDECREF(problem);
+    return NULL;
+}
+
+static PyMethodDef seg_methods[] = {
+    {"put1", (PyCFunction)(void (*)(void))seg_put1, METH_FASTCALL,
+     "put1(w, seq, limit, data, starts) -> end | -end (a reader attached) | None"},
+    {"put_frame", (PyCFunction)(void (*)(void))seg_put_frame, METH_FASTCALL,
+     "put_frame(w, seq, limit, records, starts) -> end | -end | None"},
+    {"get1", (PyCFunction)(void (*)(void))seg_get1, METH_FASTCALL,
+     "get1(c, s, slot) -> bytes | None (empty) | False (general path)"},
+    {"copy_run", (PyCFunction)(void (*)(void))seg_copy_run, METH_FASTCALL,
+     "copy_run(c, w, s, max_items) -> (records, c, s, frame_at, problem)"},
+    {"release", (PyCFunction)seg_release, METH_NOARGS,
+     "Drop the buffer export so the mapping can be closed."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject SegType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shm._ringfast.Seg",
+    .tp_basicsize = sizeof(Seg),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Seg(mapping, data_offset, capacity, frame_max): one end's view of a ring "
+              "segment, holding a buffer export of the mapping until release().",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)seg_init,
+    .tp_dealloc = (destructor)seg_dealloc,
+    .tp_methods = seg_methods,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "shm._ringfast",
+    "The shm ring's hot paths in C; see shm/_ringfast.c.", -1, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__ringfast(void)
+{
+#if PY_BIG_ENDIAN
+    PyErr_SetString(PyExc_ImportError, "shm._ringfast supports little-endian machines only");
+    return NULL;
+#endif
+    if (PyType_Ready(&SegType) < 0)
+        return NULL;
+    s_append = PyUnicode_InternFromString("append");
+    s_popleft = PyUnicode_InternFromString("popleft");
+    if (s_append == NULL || s_popleft == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&SegType);
+    if (PyModule_AddObject(m, "Seg", (PyObject *)&SegType) < 0) {
+        Py_DECREF(&SegType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyModule_AddIntConstant(m, "Q_TAIL", Q_TAIL);
+    PyModule_AddIntConstant(m, "Q_INTENT", Q_INTENT);
+    PyModule_AddIntConstant(m, "Q_WRITE", Q_WRITE);
+    PyModule_AddIntConstant(m, "Q_LAST", Q_LAST);
+    PyModule_AddIntConstant(m, "OFF_WAITERS", OFF_WAITERS);
+    PyModule_AddIntConstant(m, "OFF_NEW_READER", OFF_NEW_READER);
+    PyModule_AddIntConstant(m, "OFF_FUTEX", OFF_FUTEX);
+    PyModule_AddIntConstant(m, "DIRECT_COPY_BYTES", DIRECT_COPY_BYTES);
+    PyModule_AddIntConstant(m, "CHECK_KEY", (long)CHECK_KEY);
+    return m;
+}
