@@ -184,6 +184,42 @@ published(Seg *self, uint64_t end)
     return PyLong_FromLongLong(new_reader ? -(long long)end : (long long)end);
 }
 
+/* Lay out one record (plain: records[i] alone; or a frame of records[i:i+k]) at w and publish
+ * it. The caller checked that it fits. */
+static PyObject *
+publish_at(Seg *self, uint64_t w, uint64_t seq, PyObject *const *items, Py_ssize_t k,
+           uint64_t head, uint64_t length, uint64_t end, PyObject *starts)
+{
+    if (move_tail(self, starts, w, end) < 0)
+        return NULL;
+    char *p = self->data + w % self->cap;
+    STORE(&self->q[Q_INTENT], end); /* before any byte moves */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    uint32_t field = k == 1 ? (uint32_t)length : (uint32_t)length | FRAME_FLAG;
+    uint32_t hdr[2] = {field, check_of(field, seq)};
+    memcpy(p, hdr, 8);
+    memcpy(p + 8, &seq, 8);
+    char *f = p + HEADER_SIZE;
+    if (k == 1) {
+        memcpy(f, PyBytes_AS_STRING(items[0]), (size_t)length);
+    } else {
+        uint32_t c32 = (uint32_t)k;
+        memcpy(f, &c32, 4);
+        uint32_t *lens = (uint32_t *)(f + 4);
+        char *out = f + head;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            Py_ssize_t n = PyBytes_GET_SIZE(items[i]);
+            lens[i] = (uint32_t)n;
+            memcpy(out, PyBytes_AS_STRING(items[i]), (size_t)n);
+            out += n;
+        }
+        memset(f + 4 + 4 * (uint64_t)k, 0, head - 4 - 4 * (uint64_t)k);
+    }
+    STORE(&self->q[Q_WRITE], end); /* the publish */
+    STORE(&self->q[Q_LAST], w);
+    return published(self, end);
+}
+
 /* put1(w, seq, limit, data, starts) -> end (negative: a reader attached) | None
  *
  * Publish one bytes record at monotonic offset w with sequence number seq, if it fits before
@@ -208,34 +244,26 @@ seg_put1(Seg *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_NONE;
     uint64_t n = (uint64_t)PyBytes_GET_SIZE(data);
     uint64_t size = (n + 23) & ~(uint64_t)7;
-    uint64_t cap = self->cap, pos = w % cap, end = w + size;
-    if (n > LEN_MASK - 1 || pos + size > cap || end > limit)
+    uint64_t pos = w % self->cap, end = w + size;
+    if (n >= LEN_MASK || pos + size > self->cap || end > limit)
         Py_RETURN_NONE;
-    if (move_tail(self, args[4], w, end) < 0)
-        return NULL;
-    char *p = self->data + pos;
-    STORE(&self->q[Q_INTENT], end); /* before any byte moves */
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    uint32_t hdr[2] = {(uint32_t)n, check_of((uint32_t)n, seq)};
-    memcpy(p, hdr, 8);
-    memcpy(p + 8, &seq, 8);
-    memcpy(p + HEADER_SIZE, PyBytes_AS_STRING(data), n);
-    STORE(&self->q[Q_WRITE], end); /* the publish */
-    STORE(&self->q[Q_LAST], w);
-    return published(self, end);
+    return publish_at(self, w, seq, &args[3], 1, 0, n, end, args[4]);
 }
 
-/* put_frame(w, seq, limit, records, starts) -> end (negative: a reader attached) | None
+/* put_frame(w, seq, limit, records, starts, i) -> (end, j) | None
  *
- * Publish >= 2 small bytes records as one batch frame (count, lengths, padding, records), each
- * copied once, straight into the mapping. None when the batch is not that case: fewer than two
- * records, a non-bytes record, one of DIRECT_COPY_BYTES or more, a frame over frame_max, a wrap
- * or the limit in the way. */
+ * Publish records[i:j] as one ring record: a batch frame of as many small records as fit in
+ * frame_max (or records[i] alone when only one does), each copied once, straight into the
+ * mapping; end is negative when a reader attached. The caller loops until every record is
+ * out. None leaves everything untouched, and the caller's general path takes records[i:]:
+ * a wrap or the limit in the way; a record of DIRECT_COPY_BYTES or more next; and at i == 0,
+ * a batch that is not all bytes or has a record too large for the ring (which must be refused
+ * before any record is copied). */
 static PyObject *
 seg_put_frame(Seg *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "put_frame(w, seq, limit, records, starts)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "put_frame(w, seq, limit, records, starts, i)");
         return NULL;
     }
     if (check_open(self) < 0)
@@ -243,52 +271,49 @@ seg_put_frame(Seg *self, PyObject *const *args, Py_ssize_t nargs)
     uint64_t w = PyLong_AsUnsignedLongLong(args[0]);
     uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
     uint64_t limit = PyLong_AsUnsignedLongLong(args[2]);
+    Py_ssize_t first = PyLong_AsSsize_t(args[5]);
     if (PyErr_Occurred())
         return NULL;
     PyObject *records = args[3];
     if (!PyList_CheckExact(records) && !PyTuple_CheckExact(records))
         Py_RETURN_NONE;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(records);
+    Py_ssize_t total = PySequence_Fast_GET_SIZE(records);
     PyObject **items = PySequence_Fast_ITEMS(records);
-    if (count < 2 || (uint64_t)count > (self->frame_max - 8) / 4)
+    if (first < 0 || first >= total)
         Py_RETURN_NONE;
+    uint64_t cap = self->cap;
+    if (first == 0) {
+        uint64_t largest = cap - HEADER_SIZE < LEN_MASK ? cap - HEADER_SIZE : LEN_MASK;
+        for (Py_ssize_t i = 0; i < total; i++)
+            if (!PyBytes_CheckExact(items[i]) || (uint64_t)PyBytes_GET_SIZE(items[i]) > largest)
+                Py_RETURN_NONE;
+    }
+    /* Greedy: the longest run from `first` that fits one frame. */
+    Py_ssize_t k = 0;
     uint64_t body = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *r = items[i];
-        if (!PyBytes_CheckExact(r) || PyBytes_GET_SIZE(r) >= DIRECT_COPY_BYTES)
-            Py_RETURN_NONE;
-        body += (uint64_t)PyBytes_GET_SIZE(r);
+    for (Py_ssize_t i = first; i < total; i++) {
+        uint64_t n = (uint64_t)PyBytes_GET_SIZE(items[i]);
+        if (n >= DIRECT_COPY_BYTES ||
+            ((4 * (uint64_t)(k + 1) + 11) & ~(uint64_t)7) + body + n > self->frame_max)
+            break;
+        body += n;
+        k++;
     }
-    uint64_t head = (4 * (uint64_t)count + 11) & ~(uint64_t)7;
-    uint64_t flen = head + body;
-    uint64_t size = (flen + 23) & ~(uint64_t)7;
-    uint64_t cap = self->cap, pos = w % cap, end = w + size;
-    if (flen > self->frame_max || pos + size > cap || end > limit)
+    if (k == 0)
         Py_RETURN_NONE;
-    if (move_tail(self, args[4], w, end) < 0)
-        return NULL;
-    char *p = self->data + pos;
-    STORE(&self->q[Q_INTENT], end);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-    uint32_t field = (uint32_t)flen | FRAME_FLAG;
-    uint32_t hdr[2] = {field, check_of(field, seq)};
-    memcpy(p, hdr, 8);
-    memcpy(p + 8, &seq, 8);
-    char *f = p + HEADER_SIZE;
-    uint32_t c32 = (uint32_t)count;
-    memcpy(f, &c32, 4);
-    uint32_t *lens = (uint32_t *)(f + 4);
-    char *out = f + head;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t n = PyBytes_GET_SIZE(items[i]);
-        lens[i] = (uint32_t)n;
-        memcpy(out, PyBytes_AS_STRING(items[i]), (size_t)n);
-        out += n;
+    uint64_t head = 0, length = body;
+    if (k > 1) {
+        head = (4 * (uint64_t)k + 11) & ~(uint64_t)7;
+        length = head + body;
     }
-    memset(f + 4 + 4 * (uint64_t)count, 0, head - 4 - 4 * (uint64_t)count);
-    STORE(&self->q[Q_WRITE], end);
-    STORE(&self->q[Q_LAST], w);
-    return published(self, end);
+    uint64_t size = (length + 23) & ~(uint64_t)7;
+    uint64_t end = w + size;
+    if (w % cap + size > cap || end > limit)
+        Py_RETURN_NONE;
+    PyObject *r = publish_at(self, w, seq, items + first, k, head, length, end, args[4]);
+    if (r == NULL)
+        return NULL;
+    return Py_BuildValue("(Nn)", r, first + k);
 }
 
 /* -- reader ------------------------------------------------------------------------------ */
@@ -485,7 +510,7 @@ static PyMethodDef seg_methods[] = {
     {"put1", (PyCFunction)(void (*)(void))seg_put1, METH_FASTCALL,
      "put1(w, seq, limit, data, starts) -> end | -end (a reader attached) | None"},
     {"put_frame", (PyCFunction)(void (*)(void))seg_put_frame, METH_FASTCALL,
-     "put_frame(w, seq, limit, records, starts) -> end | -end | None"},
+     "put_frame(w, seq, limit, records, starts, i) -> (end | -end, j) | None"},
     {"get1", (PyCFunction)(void (*)(void))seg_get1, METH_FASTCALL,
      "get1(c, s, slot) -> bytes | None (empty) | False (general path)"},
     {"copy_run", (PyCFunction)(void (*)(void))seg_copy_run, METH_FASTCALL,

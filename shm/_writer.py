@@ -241,10 +241,23 @@ class RingWriter:
         """
         native = self._native
         if native is not None and type(payloads) in (list, tuple):
-            limit = self._limit if self._block else self._w + self._cap
-            end = native.put_frame(self._w, self._seq, limit, payloads, self._starts)
-            if end is not None:
-                self._published(end, len(payloads))
+            i, count = 0, len(payloads)
+            while i < count:  # a frame (as large as fits) per turn, until a wrap or a wait
+                limit = self._limit if self._block else self._w + self._cap
+                put = native.put_frame(self._w, self._seq, limit, payloads, self._starts, i)
+                if put is None:
+                    break
+                end, j = put
+                self._published(end, j - i)
+                i = j
+            if i == count:
+                return
+            if i:
+                try:
+                    self.write_many(payloads[i:], timeout_s)  # the general path from here
+                except RingBufferFull as exc:
+                    exc.written += i
+                    raise
                 return
         if self._closed:
             raise RingBufferClosed(f"ring {self.name} was closed by its writer")
