@@ -38,6 +38,9 @@ Header region::
     +16     8  PIDNS          reader       reader's pid namespace (liveness checkable?)
     +24     8  TOKEN          reader       random; tells two readers of one process apart
     +32     8  CURSOR         reader       everything before this has been consumed
+    +40     8  WAKE           reader       1 = asleep in an event loop: after a publish the
+                                           writer clears it and sends one datagram to the
+                                           reader's socket (``wake_address(pid, token)``)
 
 Data region: records laid end to end, each 8-byte aligned; a record never straddles the end::
 
@@ -151,6 +154,7 @@ SLOT_START = 8
 SLOT_PIDNS = 16
 SLOT_TOKEN = 24
 SLOT_CURSOR = 32
+SLOT_WAKE = 40
 
 # The futex word is the low half of WRITE: it changes on every publish.
 OFF_FUTEX = OFF_WRITE if sys.byteorder == "little" else OFF_WRITE + 4
@@ -233,6 +237,12 @@ def slot_q(index: int, field: int) -> int:
     """Return the 8-byte word index of ``field`` (SLOT_PID, SLOT_CURSOR, ...) of slot
     ``index``."""
     return (OFF_SLOTS + SLOT_SIZE * index + field) // 8
+
+
+def wake_address(pid: int, token: int) -> bytes:
+    """Return the abstract Unix socket address an event-loop reader (``RingReader.wake_fd``)
+    is woken at: derived from its slot's PID and TOKEN, so the writer needs nothing else."""
+    return b"\0raygent-wake-%d-%x" % (pid, token)
 
 
 def segment_path(name: str) -> str:

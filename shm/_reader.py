@@ -19,6 +19,7 @@ import array
 import logging
 import os
 import secrets
+import socket
 import time
 import weakref
 import zlib
@@ -84,6 +85,7 @@ class RingReader:
             self._next = 0
             self._pending_views = False
             self._hold = -1  # start of the frame those views point into
+            self._wake: socket.socket | None = None  # wake_fd's socket, made on demand
             # The C hot paths (shm._ringfast), when built; copies only, no CRCs.
             frame_max = min(L.FRAME_MAX_BYTES, self._cap - L.HEADER_SIZE)
             self._native = None if self._crc else res.native_paths(self._base, self._cap, frame_max)
@@ -172,6 +174,7 @@ class RingReader:
             q[L.slot_q(index, L.SLOT_START)] = me.start
             q[L.slot_q(index, L.SLOT_PIDNS)] = me.pidns
             q[L.slot_q(index, L.SLOT_TOKEN)] = token
+            q[L.slot_q(index, L.SLOT_WAKE)] = 0
             q[L.slot_q(index, L.SLOT_CURSOR)] = q[_Q_TAIL]  # hold everything while positioning
             q[L.slot_q(index, L.SLOT_PID)] = me.pid  # last: now the slot is live
             if index >= q[L.Q_SLOTS_HIGH]:
@@ -596,6 +599,53 @@ class RingReader:
                 f"writer pid {pid} of ring {self._handle.name} died; all records were read"
             )
 
+    # -- waiting in an event loop -------------------------------------------------------------
+
+    def wake_fd(self) -> int:
+        """Return a file descriptor that becomes readable when the writer publishes after
+        :meth:`arm` -- for an event loop (``loop.add_reader``) that reads this ring itself,
+        with no thread in between.
+
+        The writer, seeing the reader's slot armed after a publish, sends one datagram to an
+        abstract Unix socket named after the slot (``shm._layout.wake_address``): the loop
+        wakes from its own ``epoll`` and reads with ``timeout_s=0``. As with the futex, a
+        wake-up can in theory be missed (no store-load fence from Python), so a loop reader
+        should also poll now and then (every ``shm._wait.FUTEX_TIMEOUT_S`` is what the
+        blocking reads do). Linux only; raises ``OSError`` elsewhere.
+        """
+        self._check_open()
+        if self._wake is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            try:
+                sock.bind(L.wake_address(os.getpid(), self._res.slot_token))
+            except OSError:
+                sock.close()
+                raise
+            self._wake = sock
+        return self._wake.fileno()
+
+    def arm(self) -> bool:
+        """Ask for a datagram on :meth:`wake_fd` at the writer's next publish, and drain the
+        ones already there. Returns True when a record is waiting already (read it now: no
+        wake-up is coming for it); False means sleep until ``wake_fd`` is readable."""
+        self._check_open()
+        sock = self._wake
+        if sock is not None:
+            try:
+                while sock.recv(64):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                pass
+        if self._pending:
+            return True
+        q = self._q
+        if self._block:
+            q[self._slot_cursor] = self._c  # release the zero-copy views of the last batch
+        q[L.slot_q(self._res.slot, L.SLOT_WAKE)] = 1
+        self._mm[L.OFF_WAITERS] = 1
+        return q[_Q_WRITE] != self._c
+
     def views_intact(self) -> bool:
         """Tell whether the memoryviews returned by the last ``copy=False`` read are still
         untouched by the writer. Always True under the block policy (until the next read)."""
@@ -614,6 +664,9 @@ class RingReader:
     def close(self) -> None:
         """Free this reader's slot and unmap. Safe to call twice. Views must not outlive it."""
         self._mm = self._mv = self._q = self._native = None
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
         self._finalizer()
 
 

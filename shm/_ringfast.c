@@ -22,7 +22,11 @@
 
 #ifdef __linux__
 #include <linux/futex.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 #endif
 
@@ -34,6 +38,13 @@
 #define OFF_WAITERS 128
 #define OFF_NEW_READER 129
 #define OFF_FUTEX 80 /* low half of WRITE (little-endian only: see below) */
+#define OFF_MAX_READERS 36
+#define Q_SLOTS_HIGH 17
+#define OFF_SLOTS 256
+#define SLOT_SIZE 64
+#define SLOT_PID 0
+#define SLOT_TOKEN 24
+#define SLOT_WAKE 40
 #define HEADER_SIZE 16
 #define WRAP_LENGTH 0xFFFFFFFFu
 #define FRAME_FLAG 0x80000000u
@@ -56,6 +67,7 @@ typedef struct {
     uint64_t *q;    /* the mapping as 8-byte words */
     uint64_t cap;
     uint64_t frame_max;
+    int wake_fd; /* datagram socket for waking event-loop readers; -1 until needed */
 } Seg;
 
 static PyObject *s_append, *s_popleft;
@@ -90,12 +102,24 @@ seg_init(Seg *self, PyObject *args, PyObject *kwds)
     self->q = (uint64_t *)self->mem;
     self->cap = cap;
     self->frame_max = frame_max;
+    self->wake_fd = -1;
     return 0;
+}
+
+static void
+close_wake_fd(Seg *self)
+{
+#ifdef __linux__
+    if (self->wake_fd >= 0)
+        close(self->wake_fd);
+#endif
+    self->wake_fd = -1;
 }
 
 static void
 seg_dealloc(Seg *self)
 {
+    close_wake_fd(self);
     if (self->buf.obj != NULL)
         PyBuffer_Release(&self->buf);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -104,6 +128,7 @@ seg_dealloc(Seg *self)
 static PyObject *
 seg_release(Seg *self, PyObject *unused)
 {
+    close_wake_fd(self);
     if (self->buf.obj != NULL)
         PyBuffer_Release(&self->buf);
     self->mem = self->data = NULL;
@@ -161,6 +186,41 @@ move_tail(Seg *self, PyObject *starts, uint64_t w, uint64_t end)
     }
 }
 
+/* Send one datagram to every reader asleep in an event loop (RingWriter._wake_loop_readers). */
+static void
+wake_loop_readers(Seg *self)
+{
+#ifdef __linux__
+    uint32_t max_readers;
+    memcpy(&max_readers, self->mem + OFF_MAX_READERS, 4);
+    uint64_t high = LOAD(&self->q[Q_SLOTS_HIGH]);
+    if (high > max_readers)
+        high = max_readers;
+    for (uint64_t i = 0; i < high; i++) {
+        uint64_t *slot = (uint64_t *)(self->mem + OFF_SLOTS + SLOT_SIZE * i);
+        uint64_t pid = LOAD(&slot[SLOT_PID / 8]);
+        if (!LOAD(&slot[SLOT_WAKE / 8]) || !pid)
+            continue;
+        STORE(&slot[SLOT_WAKE / 8], 0);
+        if (self->wake_fd < 0)
+            self->wake_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (self->wake_fd < 0)
+            return;
+        struct sockaddr_un addr;
+        memset(&addr, 0, sizeof addr);
+        addr.sun_family = AF_UNIX;
+        int n = snprintf(addr.sun_path + 1, sizeof addr.sun_path - 1, "raygent-wake-%llu-%llx",
+                         (unsigned long long)pid,
+                         (unsigned long long)LOAD(&slot[SLOT_TOKEN / 8]));
+        if (n <= 0 || (size_t)n >= sizeof addr.sun_path - 1)
+            continue;
+        /* gone, or its socket is full (it is awake already): nothing to do either way */
+        (void)sendto(self->wake_fd, "w", 1, MSG_DONTWAIT, (struct sockaddr *)&addr,
+                     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n));
+    }
+#endif
+}
+
 /* After the WRITE store: wake sleeping readers; report a new reader to the caller. */
 static PyObject *
 published(Seg *self, uint64_t end)
@@ -176,6 +236,7 @@ published(Seg *self, uint64_t end)
         syscall(SYS_futex, (uint32_t *)(self->mem + OFF_FUTEX), FUTEX_WAKE, INT32_MAX, NULL,
                 NULL, 0);
 #endif
+        wake_loop_readers(self);
     }
     if (att[1]) {
         att[1] = 0;
@@ -567,6 +628,13 @@ PyInit__ringfast(void)
     PyModule_AddIntConstant(m, "OFF_NEW_READER", OFF_NEW_READER);
     PyModule_AddIntConstant(m, "OFF_FUTEX", OFF_FUTEX);
     PyModule_AddIntConstant(m, "DIRECT_COPY_BYTES", DIRECT_COPY_BYTES);
+    PyModule_AddIntConstant(m, "OFF_MAX_READERS", OFF_MAX_READERS);
+    PyModule_AddIntConstant(m, "Q_SLOTS_HIGH", Q_SLOTS_HIGH);
+    PyModule_AddIntConstant(m, "OFF_SLOTS", OFF_SLOTS);
+    PyModule_AddIntConstant(m, "SLOT_SIZE", SLOT_SIZE);
+    PyModule_AddIntConstant(m, "SLOT_PID", SLOT_PID);
+    PyModule_AddIntConstant(m, "SLOT_TOKEN", SLOT_TOKEN);
+    PyModule_AddIntConstant(m, "SLOT_WAKE", SLOT_WAKE);
     PyModule_AddIntConstant(m, "CHECK_KEY", (long)CHECK_KEY);
     return m;
 }

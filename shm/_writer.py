@@ -33,6 +33,7 @@ import array
 import collections
 import logging
 import os
+import socket
 import time
 import weakref
 import zlib
@@ -128,6 +129,7 @@ class RingWriter:
         # for one record; write_many bounds each publish to one lap.
         self._limit = capacity if self._block else 1 << 62
         self._last_evict = 0.0
+        self._wake_sock: socket.socket | None = None  # made when a loop reader first sleeps
         self._closed = False
         # Fast path of write() off: closed, CRCs, or a ring so big that a length could collide
         # with FRAME_FLAG.
@@ -478,6 +480,23 @@ class RingWriter:
         if mm[L.OFF_WAITERS]:
             mm[L.OFF_WAITERS] = 0
             self._res.futex.wake_all()
+            self._wake_loop_readers()
+
+    def _wake_loop_readers(self) -> None:
+        """Send a datagram to every reader asleep in an event loop (``RingReader.arm``)."""
+        q = self._q
+        for i in range(self._slots_high()):
+            wake = L.slot_q(i, L.SLOT_WAKE)
+            if q[wake] and q[L.slot_q(i, L.SLOT_PID)]:
+                q[wake] = 0
+                if self._wake_sock is None:
+                    self._wake_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    self._wake_sock.setblocking(False)
+                address = L.wake_address(q[L.slot_q(i, L.SLOT_PID)], q[L.slot_q(i, L.SLOT_TOKEN)])
+                try:
+                    self._wake_sock.sendto(b"w", address)
+                except OSError:
+                    pass  # gone, or its socket is full: it is awake already
 
     # -- block policy: the slowest live reader ---------------------------------------------
 
@@ -544,14 +563,21 @@ class RingWriter:
 
         Safe to call twice. Does not remove the segment: call :meth:`unlink` for that.
         """
-        self._closed = self._slow = True
-        self._mm = self._q = self._native = None
-        self._res.close()
+        self._shut(unlink=False)
 
     def unlink(self) -> None:
         """Remove the segment name (only the creator can). Attached readers keep their
         mapping until they close; new attaches fail. Safe to call twice; closes too."""
         self._finalizer.detach()
+        self._shut(unlink=True)
+
+    def _shut(self, unlink: bool) -> None:
+        if self._q is not None and self._res.pid == os.getpid():
+            self._q[L.Q_CLOSED] = 1  # before the wake-ups: readers must see it when they wake
+            self._wake_loop_readers()  # the futex sleepers are woken by the mapping's close
+        if self._wake_sock is not None:
+            self._wake_sock.close()
+            self._wake_sock = None
         self._closed = self._slow = True
         self._mm = self._q = self._native = None
-        self._res.close(unlink=True)
+        self._res.close(unlink=unlink)

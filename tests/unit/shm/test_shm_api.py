@@ -404,3 +404,81 @@ def test_a_forked_child_never_closes_or_unlinks_the_parents_ring(ring_factory):
     assert reader.read(timeout_s=1) == b"still open"
     assert ring.live_readers() == 1  # the child did not free the parent's reader slot
     reader.close()
+
+
+# -- readers that sleep in an event loop (wake_fd / arm) ----------------------------------------
+
+
+def _readable(fd: int, timeout_s: float) -> bool:
+    import select
+
+    return bool(select.select([fd], [], [], timeout_s)[0])
+
+
+def test_an_armed_reader_is_woken_through_its_fd_by_the_next_publish(ring_factory):
+    ring = ring_factory()
+    reader = RingBuffer.attach(ring.handle)
+    fd = reader.wake_fd()
+    assert reader.arm() is False  # nothing waiting: sleep
+    assert not _readable(fd, 0.05)
+    ring.write(b"one")
+    assert _readable(fd, 1.0)
+    assert reader.read_many(8, timeout_s=0) == [b"one"]
+    assert reader.arm() is False  # drains the datagram; armed again
+    assert not _readable(fd, 0.05)
+    ring.write_many([b"two", b"three"])
+    assert _readable(fd, 1.0)
+    assert reader.read_many(8, timeout_s=0) == [b"two", b"three"]
+    ring.write(b"four")  # not armed: arm says a record is waiting (and drains the old wake-up)
+    assert reader.arm() is True
+    assert not _readable(fd, 0.05)
+    reader.close()
+
+
+def test_an_armed_reader_in_another_process_is_woken(ring_factory):
+    """The writer is another process (forked): the datagram crosses processes, and the reader's
+    loop (here ``asyncio``'s) wakes from its own epoll, with no thread."""
+    import asyncio
+    import multiprocessing as mp
+
+    ring = ring_factory()
+    reader = RingBuffer.attach(ring.handle)
+    ctx = mp.get_context("fork")
+    go = ctx.Event()
+
+    def write_later():
+        go.wait(5)
+        time.sleep(0.1)
+        ring.write(b"from the child")
+
+    async def wait_for_record():
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        loop.add_reader(reader.wake_fd(), woken.set)
+        try:
+            assert reader.arm() is False
+            go.set()
+            await asyncio.wait_for(woken.wait(), 5)
+            return reader.read_many(8, timeout_s=0)
+        finally:
+            loop.remove_reader(reader.wake_fd())
+
+    child = ctx.Process(target=write_later)
+    child.start()
+    assert asyncio.run(wait_for_record()) == [b"from the child"]
+    child.join(5)
+    assert child.exitcode == 0
+    reader.close()
+
+
+def test_closing_the_ring_wakes_an_armed_reader(ring_factory):
+    ring = RingBuffer.create(4096)
+    reader = RingBuffer.attach(ring.handle)
+    fd = reader.wake_fd()
+    assert reader.arm() is False
+    ring.close()
+    assert _readable(fd, 1.0)
+    with pytest.raises(RingBufferClosed):
+        reader.read_many(8, timeout_s=0)
+    reader.close()
+    ring.unlink()

@@ -34,6 +34,17 @@ def test_the_c_layout_is_the_python_layout(native_only):
         L.OFF_FUTEX,
     )
     assert native.CHECK_KEY == L.CHECK_KEY
+    assert (native.OFF_MAX_READERS, native.Q_SLOTS_HIGH, native.OFF_SLOTS, native.SLOT_SIZE) == (
+        L.OFF_MAX_READERS,
+        L.Q_SLOTS_HIGH,
+        L.OFF_SLOTS,
+        L.SLOT_SIZE,
+    )
+    assert (native.SLOT_PID, native.SLOT_TOKEN, native.SLOT_WAKE) == (
+        L.SLOT_PID,
+        L.SLOT_TOKEN,
+        L.SLOT_WAKE,
+    )
     from shm._writer import DIRECT_COPY_BYTES
 
     assert native.DIRECT_COPY_BYTES == DIRECT_COPY_BYTES
