@@ -127,6 +127,7 @@ class AgentHost:
             agent=self._agent,
             loop=loop,
             on_batch=self._on_ring_batch,
+            on_batch_nowait=self._on_ring_batch_nowait,
             on_lapped=lambda: self._client and self._client.resync_state(),
             capacity_bytes=settings.ring_bytes,
         )
@@ -223,6 +224,26 @@ class AgentHost:
         self._paths["topic:self"] += 1
         ex = await self._ready()
         ex.deliver(topic, payload, None, _trace(traceparent))
+
+    def _on_ring_batch_nowait(self, items: list[tuple[Any, ...]]) -> int:
+        """The bus's fast path, run by the loop right where it read the records: apply and
+        queue items while the mailbox has room; returns how many were taken (the rest go
+        to :meth:`_on_ring_batch`, which waits)."""
+        ex = self._executor
+        if ex is None or self._starting is None or not self._starting.done():
+            return 0
+        state = self._client.state if self._client else None
+        for i, item in enumerate(items):
+            if item[0] == "s":
+                if state is not None and state.apply(item[1], item[2], item[3]):
+                    self._paths["state:ring"] += 1
+                continue
+            if ex.mailbox.full():
+                return i
+            self._paths["topic:ring"] += 1
+            _, topic, payload, traceparent = item
+            ex.deliver(topic, payload, None, _trace(traceparent))
+        return len(items)
 
     async def _on_ring_batch(self, items: list[tuple[Any, ...]]) -> None:
         """Records from co-located rings, in order: state applied, topic messages queued
