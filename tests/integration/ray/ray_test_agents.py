@@ -45,6 +45,21 @@ class Note:
 
 
 @dataclass
+class Burst:
+    """Echo publishes ``n`` notes ``<tag>:0 .. <tag>:n-1`` on ``notes`` as fast as it can."""
+
+    n: int
+    tag: str
+
+
+@dataclass
+class Heard:
+    """Listener answers the notes it handled that start with ``prefix``, in handling order."""
+
+    prefix: str
+
+
+@dataclass
 class Job:
     n: int
     data: str = ""
@@ -52,6 +67,12 @@ class Job:
 
 class Echo(Agent):
     model = None
+
+    @handler
+    async def burst(self, msg: Burst, ctx: Context) -> int:
+        for i in range(msg.n):
+            await ctx.publish("notes", Note(f"{msg.tag}:{i}"))
+        return msg.n
 
     async def on_start(self, ctx: Context) -> None:
         await ctx.state.set(f"started:{os.getpid()}", True)
@@ -106,8 +127,16 @@ class Echo(Agent):
 class Listener(Agent):
     model = None
 
+    def __init__(self) -> None:
+        self._heard: list[str] = []
+
+    @handler
+    async def heard(self, msg: Heard, ctx: Context) -> list[str]:
+        return [t for t in self._heard if t.startswith(msg.prefix)]
+
     @handler(topic="notes")
     async def on_note(self, msg: Note, ctx: Context) -> None:
+        self._heard.append(msg.text)
         await ctx.state.set(f"heard:{msg.text}", ctx.state.get(f"heard:{msg.text}", 0) + 1)
 
     @handler
