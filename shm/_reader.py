@@ -11,6 +11,11 @@ whole batch, and discards the whole batch if it fails.
 A batch frame (``write_many``) is split into its records with C loops (``array``,
 ``itertools.accumulate``) and one slice per record; records beyond ``max_items`` wait in a
 pending list, so ``read`` after ``write_many`` costs a list index per record.
+
+``shm._ringfast`` (when built) does the copying reads in C: ``read``'s fast path in one call,
+and ``read_many``'s walk over records, frames and wrap markers, with the same checks; the
+INTENT check, laps, corruption and zero-copy views stay here. An event loop can read a ring
+without a thread: ``wake_fd`` and ``arm`` (below).
 """
 
 from __future__ import annotations

@@ -281,6 +281,24 @@ publish_at(Seg *self, uint64_t w, uint64_t seq, PyObject *const *items, Py_ssize
     return published(self, end);
 }
 
+/* The writer calls' common arguments: (w, seq, limit, ...), nargs of them; 0, or -1 with an
+ * exception set. */
+static int
+writer_args(Seg *self, PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want,
+            const char *usage, uint64_t *w, uint64_t *seq, uint64_t *limit)
+{
+    if (nargs != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (check_open(self) < 0)
+        return -1;
+    *w = PyLong_AsUnsignedLongLong(args[0]);
+    *seq = PyLong_AsUnsignedLongLong(args[1]);
+    *limit = PyLong_AsUnsignedLongLong(args[2]);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 /* put1(w, seq, limit, data, starts) -> end (negative: a reader attached) | None
  *
  * Publish one bytes record at monotonic offset w with sequence number seq, if it fits before
@@ -289,16 +307,9 @@ publish_at(Seg *self, uint64_t w, uint64_t seq, PyObject *const *items, Py_ssize
 static PyObject *
 seg_put1(Seg *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "put1(w, seq, limit, data, starts)");
-        return NULL;
-    }
-    if (check_open(self) < 0)
-        return NULL;
-    uint64_t w = PyLong_AsUnsignedLongLong(args[0]);
-    uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
-    uint64_t limit = PyLong_AsUnsignedLongLong(args[2]);
-    if (PyErr_Occurred())
+    uint64_t w, seq, limit;
+    if (writer_args(self, args, nargs, 5, "put1(w, seq, limit, data, starts)", &w, &seq,
+                    &limit) < 0)
         return NULL;
     PyObject *data = args[3];
     if (!PyBytes_CheckExact(data))
@@ -323,15 +334,10 @@ seg_put1(Seg *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 seg_put_frame(Seg *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "put_frame(w, seq, limit, records, starts, i)");
+    uint64_t w, seq, limit;
+    if (writer_args(self, args, nargs, 6, "put_frame(w, seq, limit, records, starts, i)", &w,
+                    &seq, &limit) < 0)
         return NULL;
-    }
-    if (check_open(self) < 0)
-        return NULL;
-    uint64_t w = PyLong_AsUnsignedLongLong(args[0]);
-    uint64_t seq = PyLong_AsUnsignedLongLong(args[1]);
-    uint64_t limit = PyLong_AsUnsignedLongLong(args[2]);
     Py_ssize_t first = PyLong_AsSsize_t(args[5]);
     if (PyErr_Occurred())
         return NULL;
