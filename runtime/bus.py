@@ -19,8 +19,10 @@ Readers run on the actor's event loop itself: each attached ring's reader sleeps
 own epoll on its wake socket (``RingReader.wake_fd``; the writer sends it a datagram after a
 publish), and when woken the loop reads the ring and queues the records into the mailbox in
 place -- no thread, no hop between threads. Measured with ``python -m bench.runtime`` (one
-topic message every 2 ms, p50): publish to the reader thread 124 us, that thread to the loop
-122 us, loop to handler 105 us -- the middle hop was a third of the path, and is gone. A poll
+topic message every 2 ms, p50, 2-core VM): with a reader thread, publish to the thread 124 us,
+thread to loop 122 us, loop to handler 105 us; read on the loop, publish to loop 156-172 us and
+loop to handler ~100 us, end to end 221-257 us where it was 297-445 us (a Compiled Graphs hop
+in the same runs: 238-283 us). A poll
 every ``_POLL_S`` covers a missed wake-up (possible in theory, see ``shm._wait``) and notices a
 writer that died. Where the wake socket is unavailable (not Linux) a thread per ring reads
 instead, handing each batch to the loop.
@@ -148,7 +150,7 @@ class EventBus:
             return
         try:
             self._readers[replica_id] = _LoopReader(self, replica_id, reader)
-        except OSError:  # no wake socket here: a thread reads instead
+        except (OSError, NotImplementedError):  # no wake socket, or a loop without add_reader
             t = _ReaderThread(self, replica_id, reader)
             self._readers[replica_id] = t
             t.start()
