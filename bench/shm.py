@@ -76,7 +76,7 @@ def _capacity(size: int) -> int:
 
 
 def _distinct(size: int, batch: int = BATCH) -> list[bytes]:
-    """A batch of 32 equal but *distinct* records: pickle memoizes repeated objects by id, so
+    """A batch of equal but *distinct* records: pickle memoizes repeated objects by id, so
     ``[payload] * 32`` would let pickling peers send one record and 31 back-references."""
     return [bytes(size) for _ in range(batch)]
 

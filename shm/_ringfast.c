@@ -196,6 +196,9 @@ wake_loop_readers(Seg *self)
     uint64_t high = LOAD(&self->q[Q_SLOTS_HIGH]);
     if (high > max_readers)
         high = max_readers;
+    uint64_t room = ((uint64_t)(self->data - self->mem) - OFF_SLOTS) / SLOT_SIZE;
+    if (high > room) /* values from shared memory: never read past the header region */
+        high = room;
     for (uint64_t i = 0; i < high; i++) {
         uint64_t *slot = (uint64_t *)(self->mem + OFF_SLOTS + SLOT_SIZE * i);
         uint64_t pid = LOAD(&slot[SLOT_PID / 8]);
