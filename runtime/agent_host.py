@@ -248,19 +248,15 @@ class AgentHost:
     async def _on_ring_batch(self, items: list[tuple[Any, ...]]) -> None:
         """Records from co-located rings, in order: state applied, topic messages queued
         (waiting for mailbox room: the ring reader waits with us)."""
-        ex = await self._ready()
-        state = self._client.state if self._client else None
-        for item in items:
-            if item[0] == "s":
-                if state is not None and state.apply(item[1], item[2], item[3]):
-                    self._paths["state:ring"] += 1
-                continue
-            self._paths["topic:ring"] += 1
-            _, topic, payload, traceparent = item
-            if ex.mailbox.full():
-                await ex.deliver_wait(topic, payload, _trace(traceparent))
-            else:
-                ex.deliver(topic, payload, None, _trace(traceparent))
+        await self._ready()
+        while items:
+            items = items[self._on_ring_batch_nowait(items) :]
+            if items:  # the mailbox is full at a topic message: wait for room for that one
+                assert self._executor is not None
+                self._paths["topic:ring"] += 1
+                _, topic, payload, traceparent = items[0]
+                await self._executor.deliver_wait(topic, payload, _trace(traceparent))
+                items = items[1:]
 
     async def _ready(self) -> AgentExecutor:
         ex = self._executor

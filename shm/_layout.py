@@ -187,6 +187,12 @@ CHECK_KEY = 0x5AC396E1
 MASK32 = 0xFFFFFFFF
 MIN_CAPACITY = 64
 
+
+def frame_max(capacity: int) -> int:
+    """Largest frame a ring of ``capacity`` bytes carries: writer and reader must agree."""
+    return min(FRAME_MAX_BYTES, capacity - HEADER_SIZE)
+
+
 # Native formats: one aligned memcpy per field (see the module docstring for why not "<").
 U64 = struct.Struct("Q")
 RECORD = struct.Struct("IIQ")  # length, check, seq

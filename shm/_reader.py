@@ -92,7 +92,7 @@ class RingReader:
             self._hold = -1  # start of the frame those views point into
             self._wake: socket.socket | None = None  # wake_fd's socket, made on demand
             # The C hot paths (shm._ringfast), when built; copies only, no CRCs.
-            frame_max = min(L.FRAME_MAX_BYTES, self._cap - L.HEADER_SIZE)
+            frame_max = L.frame_max(self._cap)
             self._native = None if self._crc else res.native_paths(self._base, self._cap, frame_max)
             self._claim_slot(start)
         except BaseException:

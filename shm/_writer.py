@@ -125,7 +125,7 @@ class RingWriter:
         self._crc = crc
         self._timeout_s = block_timeout_s
         self._max_payload = min(capacity - L.HEADER_SIZE, L.MAX_LENGTH)
-        self._frame_max = min(L.FRAME_MAX_BYTES, capacity - L.HEADER_SIZE)
+        self._frame_max = L.frame_max(capacity)
         self._starts: collections.deque[int] = collections.deque()  # record starts >= TAIL
         self._w = 0  # WRITE as last published
         self._seq = 0  # seq of the next record

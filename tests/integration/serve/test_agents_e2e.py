@@ -113,21 +113,28 @@ def test_durable_task_submit_and_result(gateway_url, auth):
 
 async def test_backpressure_is_a_429_and_timeouts_a_504(gateway_url, auth):
     """echo has a mailbox of 2 and one worker: holds pile up, the excess is refused with
-    Retry-After, and the held ones end at their timeout (their handlers cancelled)."""
+    Retry-After, and the held ones end at their timeout (their handlers cancelled).
+
+    The holds' timeout is long enough that a slow machine spreading the burst's arrival over
+    a few seconds cannot free a slot before the last request arrives."""
     tag = uuid.uuid4().hex[:8]
-    async with httpx.AsyncClient(timeout=30) as c:
-        rs = await asyncio.gather(
-            *(
-                c.post(
-                    f"{gateway_url}/v1/agents/echo/invoke",
-                    json={"message": {"tag": f"{tag}-{i}"}, "type": "Hold", "timeout_s": 3},
-                    headers=auth,
-                )
-                for i in range(8)
-            )
+    started = time.monotonic()
+
+    async def hold(c: httpx.AsyncClient, i: int) -> tuple[httpx.Response, float]:
+        r = await c.post(
+            f"{gateway_url}/v1/agents/echo/invoke",
+            json={"message": {"tag": f"{tag}-{i}"}, "type": "Hold", "timeout_s": 8},
+            headers=auth,
         )
+        return r, round(time.monotonic() - started, 2)
+
+    async with httpx.AsyncClient(timeout=30) as c:
+        timed = await asyncio.gather(*(hold(c, i) for i in range(8)))
+    rs = [r for r, _ in timed]
     codes = sorted(r.status_code for r in rs)
-    assert 429 in codes and 504 in codes and set(codes) <= {429, 504}, codes
+    assert 429 in codes and 504 in codes and set(codes) <= {429, 504}, sorted(
+        (r.status_code, t) for r, t in timed
+    )
     limited = next(r for r in rs if r.status_code == 429)
     assert int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]["type"] == "rate_limit_error"
