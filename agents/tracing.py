@@ -26,6 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = ["RecordingSpan", "Span", "TraceContext"]
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+_SAMPLED = frozenset(f"{flags:02x}" for flags in range(256) if flags & 1)
+_ID_FORMATS = {64: "%016x", 128: "%032x"}
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,12 @@ class TraceContext:
         Raises:
             ValueError: not a version-00 traceparent, or an all-zero id (invalid per W3C).
         """
-        m = _TRACEPARENT.match(traceparent.strip().lower())
-        if not m or set(m[1]) == {"0"} or set(m[2]) == {"0"}:
+        # Every hop parses one, so the canonical form (what this module writes) is tried as
+        # is before the lenient one.
+        m = _TRACEPARENT.match(traceparent) or _TRACEPARENT.match(traceparent.strip().lower())
+        if not m or m[1] == _ZERO_TRACE or m[2] == _ZERO_SPAN:
             raise ValueError(f"invalid traceparent {traceparent!r}")
-        return cls(m[1], m[2], bool(int(m[3], 16) & 1))
+        return cls(m[1], m[2], m[3] in _SAMPLED)
 
     def child(self) -> TraceContext:
         """A new span in the same trace, for the next hop (send, publish, submit, model call)."""
@@ -72,7 +77,7 @@ class TraceContext:
 def _new_id(bits: int) -> str:
     """A random non-zero id in hex. ``random``, not ``secrets``: ids need to be unique, not
     unguessable (OpenTelemetry's RandomIdGenerator does the same), and this runs per message."""
-    return f"{random.getrandbits(bits) or 1:0{bits // 4}x}"
+    return _ID_FORMATS[bits] % (random.getrandbits(bits) or 1)
 
 
 @runtime_checkable

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -79,16 +80,20 @@ class AppSpec:
     message_types: tuple[type, ...] = ()
     """Message types that travel by value (``__main__``'s): see ``runtime.shipping``."""
 
-    @property
+    # Cached: a publish looks its topic up every time. (A frozen dataclass still takes a
+    # cached_property: it writes the instance's __dict__, not through __setattr__.)
+    @functools.cached_property
     def topics(self) -> dict[str, list[str]]:
+        """Topic -> the agents subscribed to it."""
         out: dict[str, list[str]] = collections.defaultdict(list)
         for name, cls in self.classes.items():
             for t in cls.routes().keys("topic"):
                 out[t].append(name)
         return dict(out)
 
-    @property
+    @functools.cached_property
     def queues(self) -> dict[str, list[str]]:
+        """Task queue -> the agents that work it."""
         out: dict[str, list[str]] = collections.defaultdict(list)
         for name, cls in self.classes.items():
             for q in cls.routes().keys("queue"):
@@ -472,7 +477,8 @@ class ClusterClient:
                 await self._bus.publish(topic, ring_targets, payload, traceparent)
             except RingBufferFull:
                 raise Backpressure(",".join(ring_targets), 0) from None
-        await asyncio.gather(*calls)
+        if calls:
+            await asyncio.gather(*calls)
 
     async def submit(self, queue: str, task: Any, *, trace: TraceContext | None = None) -> str:
         self._check_open()
