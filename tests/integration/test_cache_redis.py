@@ -469,9 +469,14 @@ async def busy_loop():
 
 @pytest.mark.parametrize("distinct", [False, True], ids=["identical", "distinct-per-caller"])
 async def test_a_busy_event_loop_is_not_a_redis_outage(shared_redis, busy_loop, distinct):
-    """Rounds of 20 concurrent requests with the *default* config while the loop is busy: every
-    request after the first round's computation is a hit, and the breaker never opens. (With a
-    plain 50 ms deadline nearly every read timed out here and the breaker opened.)"""
+    """Rounds of 20 concurrent requests with the *default* config while the loop is busy: the
+    breaker never opens, and from the third round every request is a hit. (With a plain 50 ms
+    deadline nearly every read timed out here and the breaker opened.)
+
+    The first rounds may lose a lookup to the deadline's wall-clock cap when the machine
+    itself is loaded (CI: 5 of the first 20 once, while 20 new connections were being opened):
+    such a request is served uncached (``bypass``), computed again in the next round, and
+    the timeout is excused -- Redis answered other calls meanwhile -- never blamed on Redis."""
     cache = ResponseCache.from_config(CacheConfig(url=REDIS_URL))  # the defaults, on purpose
     await cache.start()
     try:
@@ -490,10 +495,12 @@ async def test_a_busy_event_loop_is_not_a_redis_outage(shared_redis, busy_loop, 
     finally:
         await cache.close()
     computed = 20 if distinct else 1  # the first round's misses
-    hits = statuses.count("hit")
-    assert hits >= 0.99 * (len(statuses) - computed), (statuses, stats)
+    settled = statuses[40:]  # round 1 computes; round 2 recomputes what round 1 bypassed
+    assert settled.count("hit") >= 0.99 * len(settled), (statuses, stats)
+    assert statuses.count("hit") >= len(statuses) - 2 * computed, (statuses, stats)
     assert (stats["breaker_opens"], stats["breaker_state"]) == (0, "closed"), stats
-    assert produce.calls == computed + statuses.count("bypass")
+    assert statuses.count("bypass") <= stats["excused_timeouts"], (statuses, stats)
+    assert produce.calls == statuses.count("miss") + statuses.count("bypass")
 
 
 async def test_hung_redis_opens_the_breaker_quickly_on_a_busy_loop(caches, own_redis, busy_loop):
