@@ -474,9 +474,9 @@ async def test_a_busy_event_loop_is_not_a_redis_outage(shared_redis, busy_loop, 
     deadline nearly every read timed out here and the breaker opened.)
 
     The first rounds may lose a lookup to the deadline's wall-clock cap when the machine
-    itself is loaded (CI: 5 of the first 20 once, while 20 new connections were being opened):
-    such a request is served uncached (``bypass``), computed again in the next round, and
-    the timeout is excused -- Redis answered other calls meanwhile -- never blamed on Redis."""
+    itself is loaded (CI, once: 5 of the first 20): such a request is served uncached
+    (``bypass``), computed again in the next round, and the timeout is excused -- Redis
+    answered other calls meanwhile -- never blamed on Redis."""
     cache = ResponseCache.from_config(CacheConfig(url=REDIS_URL))  # the defaults, on purpose
     await cache.start()
     try:
