@@ -12,6 +12,7 @@ import pytest
 
 from runtime import bus as bus_mod
 from runtime.bus import EventBus
+from tests.polling import until
 
 
 @pytest.fixture(params=["loop", "thread"])
@@ -59,12 +60,8 @@ async def _pair(take_at_once: int | None):
     return pub, sub, got, nowait_calls
 
 
-async def _until(predicate, timeout_s=5.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "not reached in time"
-        await asyncio.sleep(0.005)
+def _until(predicate):
+    return until(predicate, timeout_s=5.0, poll_s=0.005)
 
 
 async def test_records_for_this_replica_arrive_once_in_order(reader_kind):

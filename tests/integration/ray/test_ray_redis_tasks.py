@@ -12,17 +12,13 @@ from ray_test_agents import Job, SlowWorker
 
 from agents import TaskState
 from runtime.config import AgentConfig, QueuesConfig, RaygentConfig
+from tests import polling
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 
-async def until(predicate, timeout_s=30.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not (found := predicate()):
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-    return found
+def until(predicate):
+    return polling.until(predicate, timeout_s=30.0)
 
 
 async def test_worker_killed_mid_task_is_redelivered_and_completed_once(ray_session):

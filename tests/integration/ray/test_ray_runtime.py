@@ -20,6 +20,7 @@ from agents import (
     UnknownTopic,
 )
 from runtime.config import AgentConfig, LimitsConfig, RaygentConfig
+from tests import polling
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -55,13 +56,8 @@ async def rt(ray_session):
     await runtime.shutdown()
 
 
-async def until(predicate, timeout_s=20.0):
-    """Wait for a condition that another process brings about (bounded)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+def until(predicate):
+    return polling.until(predicate, timeout_s=20.0)
 
 
 async def stats(rt):

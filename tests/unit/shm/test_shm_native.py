@@ -22,29 +22,12 @@ def native_only(ring_paths):
 
 
 def test_the_c_layout_is_the_python_layout(native_only):
-    assert (native.Q_TAIL, native.Q_INTENT, native.Q_WRITE, native.Q_LAST) == (
-        L.Q_TAIL,
-        L.Q_INTENT,
-        L.Q_WRITE,
-        L.Q_LAST,
-    )
-    assert (native.OFF_WAITERS, native.OFF_NEW_READER, native.OFF_FUTEX) == (
-        L.OFF_WAITERS,
-        L.OFF_NEW_READER,
-        L.OFF_FUTEX,
-    )
-    assert native.CHECK_KEY == L.CHECK_KEY
-    assert (native.OFF_MAX_READERS, native.Q_SLOTS_HIGH, native.OFF_SLOTS, native.SLOT_SIZE) == (
-        L.OFF_MAX_READERS,
-        L.Q_SLOTS_HIGH,
-        L.OFF_SLOTS,
-        L.SLOT_SIZE,
-    )
-    assert (native.SLOT_PID, native.SLOT_TOKEN, native.SLOT_WAKE) == (
-        L.SLOT_PID,
-        L.SLOT_TOKEN,
-        L.SLOT_WAKE,
-    )
+    for name in (
+        *("Q_TAIL", "Q_INTENT", "Q_WRITE", "Q_LAST", "Q_SLOTS_HIGH"),
+        *("OFF_WAITERS", "OFF_NEW_READER", "OFF_FUTEX", "OFF_MAX_READERS", "OFF_SLOTS"),
+        *("SLOT_SIZE", "SLOT_PID", "SLOT_TOKEN", "SLOT_WAKE", "CHECK_KEY"),
+    ):
+        assert getattr(native, name) == getattr(L, name), name
     from shm._writer import DIRECT_COPY_BYTES
 
     assert native.DIRECT_COPY_BYTES == DIRECT_COPY_BYTES
