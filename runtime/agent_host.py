@@ -52,6 +52,9 @@ __all__ = ["AgentHost"]
 log = logging.getLogger(__name__)
 
 
+_UNREGISTER_TIMEOUT_S = 2.0
+"""How long a draining replica waits for the registry to take its ``unregister``."""
+
 _STREAM_BATCHES_AHEAD = 64
 """Batches a replica's stream may run ahead of a caller that does not read them."""
 
@@ -169,12 +172,12 @@ class AgentHost:
         if self._starting is None or self._executor is None:
             return
         ex = self._executor
-        if self._client is not None:
-            self._client.announce(None)
-        await self._registry.unregister.remote(self.replica_id)
-        await ex.stop_claiming()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
+        if self._client is not None:
+            self._client.announce(None)
+        await self._unregister()
+        await ex.stop_claiming()
         while ex.busy() and loop.time() < deadline:
             ex.progress.clear()
             try:
@@ -187,6 +190,24 @@ class AgentHost:
         if self._bus is not None:
             self._bus.close()
         await asyncio.to_thread(self._telemetry.shutdown)
+
+    async def _unregister(self) -> None:
+        """Leave the membership, waiting at most :data:`_UNREGISTER_TIMEOUT_S` for the
+        registry: when the whole application stops (``serve run`` interrupted, ``serve
+        shutdown``) the registry is stopping at the same moment, and a call to it is never
+        answered -- waiting for it held every agent's drain until Serve force-killed the
+        replica, so ``on_stop`` never ran. Not unregistered, the replica's ring closes with
+        it, and its readers detach on their own."""
+        try:
+            await asyncio.wait_for(
+                self._registry.unregister.remote(self.replica_id), _UNREGISTER_TIMEOUT_S
+            )
+        except Exception as exc:  # TimeoutError, or the registry is gone already
+            log.info(
+                "replica %s: leaving without unregistering (%s); the registry is stopping",
+                self.replica_id,
+                type(exc).__name__,
+            )
 
     # -- messages in -------------------------------------------------------------------------
 

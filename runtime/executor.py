@@ -47,6 +47,9 @@ __all__ = ["AgentExecutor", "Envelope", "context_factory"]
 
 log = logging.getLogger(__name__)
 
+_RELEASE_TIMEOUT_S = 2.0
+"""How long a stopping executor waits for its queue to take back tasks that never ran."""
+
 ContextFactory = Callable[[RecordingSpan], Context]
 
 
@@ -165,16 +168,34 @@ class AgentExecutor:
         for w in self._workers:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        unrun: list[TaskRecord] = []
         for env in self.mailbox.drain():
             if env.future is not None and not env.future.done():
                 env.future.set_exception(RuntimeClosed("the runtime shut down before delivery"))
             if env.task is not None:
-                await self._tasks.release(env.task)
+                unrun.append(env.task)
+        if unrun:
+            await self._give_back(unrun)
         try:
             span = RecordingSpan.start(f"{self.name}.on_stop", None)
             await self.instance.on_stop(self._make_context(span))
         except Exception:
             log.exception("on_stop of agent %r failed", self.name)
+
+    async def _give_back(self, records: list[TaskRecord]) -> None:
+        """Release claimed tasks that never ran, waiting at most :data:`_RELEASE_TIMEOUT_S`:
+        when the whole application stops, the task queue may be stopping too and never
+        answer. A task not released returns to its queue when its lease ends (the queue's
+        visibility timeout), so waiting longer would only keep ``on_stop`` from running."""
+        calls = [asyncio.ensure_future(self._tasks.release(r)) for r in records]
+        done, late = await asyncio.wait(calls, timeout=_RELEASE_TIMEOUT_S)
+        for call in late:
+            call.cancel()
+        for call in done:
+            if call.exception() is not None:
+                log.warning("agent %r: a task was not released: %s", self.name, call.exception())
+        if late:
+            log.info("agent %r: %d tasks not released in time", self.name, len(late))
 
     # -- intake ------------------------------------------------------------------------------
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from agents import Agent, ChatRequest, Context, ModelReply, Usage, handler
 
@@ -218,3 +220,21 @@ class Words(Agent):
             yield w if i == 0 else " " + w
             await asyncio.sleep(0.05)
         yield ModelReply(" ".join(words), "words", "stop", Usage(len(words), len(words)))
+
+
+STOP_MARKS = Path(tempfile.gettempdir()) / "raygent-test-on-stop"
+"""Where :class:`Stopper` replicas record that their ``on_stop`` ran (one file per process)."""
+
+
+class Stopper(Agent):
+    """Records its ``on_stop`` in :data:`STOP_MARKS` (the replica's drain reached it)."""
+
+    model = None
+
+    @handler
+    async def ping(self, msg: Ping, ctx: Context) -> int:
+        return msg.n
+
+    async def on_stop(self, ctx: Context) -> None:
+        STOP_MARKS.mkdir(exist_ok=True)
+        (STOP_MARKS / f"{os.getpid()}").write_text("stopped")
