@@ -121,3 +121,35 @@ async def test_a_closed_writer_ends_its_loop_reader():
     pub.close()
     await _until(lambda: reader._closed)
     sub.close()
+
+
+async def test_one_poll_reads_every_ring_whose_wake_up_was_missed(monkeypatch):
+    """A missed wake-up (the loop never hears the datagram) is covered by the poll, on every
+    ring the replica reads."""
+    monkeypatch.setattr(bus_mod, "_POLL_S", 0.05)
+    loop = asyncio.get_running_loop()
+    got: list = []
+
+    async def on_batch(items):
+        got.extend(items)
+
+    def bus(name: str) -> EventBus:
+        return EventBus(
+            replica_id=f"{name}-1", agent=name, loop=loop, on_batch=on_batch, on_lapped=lambda: None
+        )
+
+    pubs, sub = [bus("a"), bus("b")], bus("sub")
+    try:
+        for p in pubs:
+            sub.attach(p.replica_id, p.handle)
+        for r in sub._readers.values():
+            loop.remove_reader(r._fd)  # deaf to the writers' datagrams
+        await asyncio.sleep(0.02)
+        for p in pubs:
+            await p.publish("t", {"sub": "sub-1"}, p.replica_id.encode(), None)
+        await _until(lambda: len(got) == 2)
+        assert sorted(g[2] for g in got) == [b"a-1", b"b-1"]
+    finally:
+        sub.close()
+        for p in pubs:
+            p.close()
