@@ -196,8 +196,9 @@ class AgentHost:
         registry: when the whole application stops (``serve run`` interrupted, ``serve
         shutdown``) the registry is stopping at the same moment, and a call to it is never
         answered -- waiting for it held every agent's drain until Serve force-killed the
-        replica, so ``on_stop`` never ran. Not unregistered, the replica's ring closes with
-        it, and its readers detach on their own."""
+        replica, so ``on_stop`` never ran. A registry that is alive but slower than that keeps
+        listing the replica until its slot registers again; its ring closes with it all the
+        same, and co-located readers detach on their own."""
         try:
             await asyncio.wait_for(
                 self._registry.unregister.remote(self.replica_id), _UNREGISTER_TIMEOUT_S
