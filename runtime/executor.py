@@ -187,7 +187,7 @@ class AgentExecutor:
         when the whole application stops, the task queue may be stopping too and never
         answer. A task not released returns to its queue when its lease ends (the queue's
         visibility timeout), so waiting longer would only keep ``on_stop`` from running."""
-        calls = [asyncio.ensure_future(self._tasks.release(r)) for r in records]
+        calls = [asyncio.ensure_future(self._settle_task("release", r)) for r in records]
         done, late = await asyncio.wait(calls, timeout=_RELEASE_TIMEOUT_S)
         for call in late:
             call.cancel()

@@ -123,7 +123,7 @@ async def test_a_closed_writer_ends_its_loop_reader():
     sub.close()
 
 
-async def test_one_poll_reads_every_ring_whose_wake_up_was_missed(monkeypatch):
+async def test_the_poll_reads_every_ring_whose_wake_up_was_missed(monkeypatch):
     """A missed wake-up (the loop never hears the datagram) is covered by the poll, on every
     ring the replica reads."""
     monkeypatch.setattr(bus_mod, "_POLL_S", 0.05)

@@ -67,8 +67,8 @@ def serve_instance(ray_session):
 def main_model(serve_instance, model_env):
     """``main``: background load with warm-up. A chat is sent the moment ``serve.run``
     returns (the replica has started; its engine has not), for the background-load test."""
-    # The early chat waits for the whole background load: on a slow day of this 2-core box
-    # that passed the default 60 s (CI, stop 25), so it gets test_loading's 180 s.
+    # The early chat waits for the whole background load, which on a slow day of the 2-core
+    # box takes longer than the default 60 s: test_loading's 180 s, as for its lazy load.
     cfg = small_model(load="background", request_timeout_s=180.0)
     d = deploy(serve_instance, MAIN, cfg, model_env)
     early = d.handle.chat.remote([{"role": "user", "content": "Are you there?"}], {"max_tokens": 4})

@@ -47,7 +47,8 @@ def test_deleting_the_app_runs_every_agents_on_stop(gateway_url):
     spec = app_spec(config, name=APP)
     (name,) = spec.classes
     reg = registry()
-    queue = queue_deployment(16, 3, 30.0)
+    q = config.queues
+    queue = queue_deployment(q.max_pending, q.max_attempts, q.visibility_timeout_s)
     app = _front(agent_deployment(spec, name, reg, queue, {}))
     serve.run(app, name=APP, route_prefix=None)
     try:
