@@ -64,6 +64,8 @@ __all__ = [
     "RaygentConfig",
     "ResourcesConfig",
     "TelemetryConfig",
+    "VariantArmConfig",
+    "VariantsConfig",
     "WarmupConfig",
     "import_agent",
     "load_config",
@@ -403,6 +405,47 @@ class GatewayConfig(_Section):
     models, so this is high; agents' mailboxes and Serve's queues bound the real work."""
 
 
+class VariantArmConfig(_Section):
+    """One variant of a routed name: what answers, and its share of the traffic."""
+
+    target: str = Field(min_length=1)
+    """What answers: a key of ``models`` (a checkpoint or engine settings of its own) or
+    ``agent:<name>``."""
+    weight: float = Field(1.0, ge=0)
+    """Relative share of the traffic (0: reached only through the override header)."""
+    system_prompt: str | None = None
+    """A prompt variant: sent before the client's messages as a system message (a text
+    completion's prompt gets it as a first paragraph)."""
+
+
+class VariantsConfig(_Section):
+    """Weighted variants behind one ``model`` name (A/B tests, canaries).
+
+    Each request is assigned by a stable hash of its sticky key -- the ``x-raygent-session``
+    header, else the request's ``user`` field, else its tenant (``sticky: tenant`` skips the
+    first two) -- so a caller stays on its variant across turns and replicas; requests with
+    no key (no header, no ``user``, auth off) are spread by weight at random. The hash is
+    rendezvous hashing weighted per arm: raising one arm's weight only moves callers onto that
+    arm, never between the others, so a canary grows without reshuffling anyone. The
+    ``x-raygent-variant`` header picks an arm by name (tests, debugging)."""
+
+    arms: dict[str, VariantArmConfig] = Field(min_length=1)
+    """The variants by name (the name is what responses, metrics and traces carry)."""
+    sticky: Literal["session", "tenant"] = "session"
+    """What keeps a caller on its variant: ``session`` (session header or ``user``, else the
+    tenant) or ``tenant`` (the API key, with ``x-raygent-tenant``)."""
+
+    @field_validator("arms")
+    @classmethod
+    def _arms(cls, arms: dict[str, VariantArmConfig]) -> dict[str, VariantArmConfig]:
+        bad = [n for n in arms if not n or not all(c.isalnum() or c in "-_." for c in n)]
+        if bad:
+            raise ValueError(f"arm names may hold letters, digits, '-', '_' and '.' (got {bad})")
+        if not any(a.weight > 0 for a in arms.values()):
+            raise ValueError("at least one arm needs a weight above 0")
+        return arms
+
+
 def _default_agents() -> list[AgentConfig]:
     return [
         AgentConfig(import_path=f"examples.research:{name}")
@@ -431,6 +474,10 @@ class RaygentConfig(_Section):
     """Tracing and metrics."""
     gateway: GatewayConfig = GatewayConfig()
     """The HTTP ingress."""
+    variants: dict[str, VariantsConfig] = Field(default_factory=dict)
+    """``model`` names answered by weighted variants, e.g. ``{"chat": {"arms": {"a":
+    {"target": "default", "weight": 9}, "b": {"target": "default-b", "weight": 1}}}}``. A
+    name may be a key of ``models`` (that model is then reached directly only as an arm)."""
 
     @model_validator(mode="after")
     def _references(self) -> RaygentConfig:
@@ -449,6 +496,14 @@ class RaygentConfig(_Section):
                 )
             if model.fallback == name:
                 raise ValueError(f"models.{name}.fallback names the model itself")
+        for name, variants in self.variants.items():
+            for arm, spec in variants.arms.items():
+                target = spec.target
+                if not target.startswith("agent:") and target not in self.models:
+                    raise ValueError(
+                        f"variants.{name}.arms.{arm}.target = {target!r} is not a configured "
+                        f"model or 'agent:<name>'; configured models: {known}"
+                    )
         paths = [a.import_path for a in self.agents]
         dupes = sorted({p for p in paths if paths.count(p) > 1})
         if dupes:

@@ -87,26 +87,29 @@ def _instruments(registry: CollectorRegistry) -> _Instruments:
         request_seconds=Histogram(
             "raygent_request_duration_seconds",
             "Gateway request latency, end to end (a stream: until its last byte).",
-            ["route", "target", "status"],
+            ["route", "target", "variant", "status"],
             buckets=REQUEST_BUCKETS_S,
             registry=r,
         ),
         ttft_seconds=Histogram(
             "raygent_time_to_first_token_seconds",
             "Time from request arrival to the first generated token.",
-            ["target"],
+            ["target", "variant"],
             buckets=TTFT_BUCKETS_S,
             registry=r,
         ),
         tokens_per_second=Histogram(
             "raygent_output_tokens_per_second",
             "Generation rate of one request (output tokens / generation time).",
-            ["target"],
+            ["target", "variant"],
             buckets=TOKENS_PER_S_BUCKETS,
             registry=r,
         ),
         output_tokens=Counter(
-            "raygent_output_tokens", "Output tokens generated.", ["target"], registry=r
+            "raygent_output_tokens",
+            "Output tokens generated.",
+            ["target", "variant"],
+            registry=r,
         ),
         cache_events=Counter(
             "raygent_cache_events", "Response-cache lookups by result.", ["result"], registry=r
@@ -173,25 +176,30 @@ class Metrics:
         """Metrics on or off as ``config.metrics`` says."""
         return cls(enabled=config.metrics)
 
-    def observe_request(self, route: str, target: str, status: int | str, seconds: float) -> None:
-        """One finished request: its route template, model or ``agent:<name>``, HTTP status."""
+    def observe_request(
+        self, route: str, target: str, status: int | str, seconds: float, variant: str = ""
+    ) -> None:
+        """One finished request: its route template, model or ``agent:<name>``, HTTP status,
+        and the arm that answered when the target has variants ("" otherwise)."""
         if self._m is not None:
-            self._m.request_seconds.labels(route, target, str(status)).observe(seconds)
+            self._m.request_seconds.labels(route, target, variant, str(status)).observe(seconds)
 
-    def observe_ttft(self, target: str, seconds: float) -> None:
+    def observe_ttft(self, target: str, seconds: float, variant: str = "") -> None:
         """Time to the first token of one generation."""
         if self._m is not None:
-            self._m.ttft_seconds.labels(target).observe(seconds)
+            self._m.ttft_seconds.labels(target, variant).observe(seconds)
 
-    def observe_generation(self, target: str, output_tokens: int, seconds: float) -> None:
+    def observe_generation(
+        self, target: str, output_tokens: int, seconds: float, variant: str = ""
+    ) -> None:
         """One finished generation: its output tokens, and the seconds they took — for a
         stream, first token to last (the decode rate; TTFT is observed apart). The rate is
         observed only when both are positive."""
         if self._m is None or output_tokens <= 0:
             return
-        self._m.output_tokens.labels(target).inc(output_tokens)
+        self._m.output_tokens.labels(target, variant).inc(output_tokens)
         if seconds > 0:
-            self._m.tokens_per_second.labels(target).observe(output_tokens / seconds)
+            self._m.tokens_per_second.labels(target, variant).observe(output_tokens / seconds)
 
     def cache_event(self, result: CacheResult, lookup_seconds: float | None = None) -> None:
         """One response-cache decision: ``hit``, ``miss``, ``bypass`` (not cacheable) or

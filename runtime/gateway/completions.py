@@ -2,7 +2,8 @@
 
 One path for ``/v1/chat/completions`` and ``/v1/completions``, whatever ``model`` names:
 
-1. resolve the target: a configured model, or ``agent:<name>`` (404 otherwise);
+1. resolve the target: a configured model, ``agent:<name>``, or a name with variants -- then
+   the caller's arm (:mod:`runtime.gateway.variants`) -- (404 otherwise);
 2. validate sampling parameters against the limits (400 naming the field);
 3. ask the cache policy (:meth:`ResponseCache.decide`): may this request read, or store?
 4. answer — from the cache, from an identical request already in flight (single-flight), or
@@ -38,11 +39,14 @@ from agents.tracing import TraceContext
 from runtime.cache import CacheDecision, ResponseCache, cache_key, cache_scope
 from runtime.cluster import ClusterClient
 from runtime.config import RaygentConfig
+from runtime.errors import ConfigError
 from runtime.gateway.agent_streams import ChatFold, reply_text, run_handoffs
+from runtime.gateway.edge import ANONYMOUS
 from runtime.gateway.errors import ApiError, from_agent_error
 from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_event, error_event
 from runtime.gateway.openai_format import render as render_json
 from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
+from runtime.gateway.variants import VARIANT_HEADER, Arm, VariantRouter
 from runtime.metrics import Metrics
 from runtime.models import (
     ModelDelta,
@@ -73,6 +77,8 @@ class Target:
     model: str | None = None
     agent: str | None = None
     revision: str | None = None
+    variant: str | None = None  # the arm, when ``name`` has variants
+    system_prompt: str | None = None  # the arm's prompt, sent before the client's
 
 
 class Completions:
@@ -103,11 +109,20 @@ class Completions:
         self._metrics = metrics
         self._telemetry = telemetry
         self._timeout = config.limits.request_timeout_s
-        self.names: tuple[str, ...] = (
-            *models,
-            *(AGENT_PREFIX + a for a in runtime.spec.classes),
+        self._variants = {n: VariantRouter(n, v) for n, v in config.variants.items()}
+        self.names: tuple[str, ...] = tuple(
+            dict.fromkeys(
+                [*models, *(AGENT_PREFIX + a for a in runtime.spec.classes), *self._variants]
+            )
         )
         """Every ``model`` value this gateway answers (fixed for the app's life)."""
+        for router in self._variants.values():
+            for arm in router.arms.values():
+                if arm.target not in self.names:
+                    raise ConfigError(
+                        f"variants.{router.name}.arms.{arm.name}.target = {arm.target!r} is "
+                        f"not a model or agent of this application; known: {list(self.names)}"
+                    )
 
     def run_handoffs(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
         """An agent's streamed items with each model stream it handed off run here."""
@@ -115,8 +130,39 @@ class Completions:
 
     # -- targets -------------------------------------------------------------------------------
 
-    def resolve(self, name: str) -> Target:
-        """The target ``name`` denotes; 404 (``UnknownModel``) if nothing does."""
+    def resolve(self, name: str, *, key: str | None = None, variant: str | None = None) -> Target:
+        """The target ``name`` denotes; 404 (``UnknownModel``) if nothing does. A name with
+        variants resolves to the arm of the caller's sticky ``key``, or to the arm ``variant``
+        (the request's override header) names."""
+        router = self._variants.get(name)
+        if router is not None:
+            return self._arm(router, router.pick(key, variant))
+        if variant is not None:
+            raise ApiError(
+                400,
+                f"header {VARIANT_HEADER}: {name!r} has no variants "
+                f"(names with variants: {sorted(self._variants)})",
+                param=VARIANT_HEADER,
+                code="invalid_header",
+            )
+        return self._direct(name)
+
+    def variants(self, name: str) -> VariantRouter | None:
+        """The router of ``name``, or None when it has no variants."""
+        return self._variants.get(name)
+
+    def _arm(self, router: VariantRouter, arm: Arm) -> Target:
+        base = self._direct(arm.target)
+        return Target(
+            router.name,
+            model=base.model,
+            agent=base.agent,
+            revision=f"{base.revision}#{arm.name}",
+            variant=arm.name,
+            system_prompt=arm.system_prompt,
+        )
+
+    def _direct(self, name: str) -> Target:
         if name.startswith(AGENT_PREFIX):
             agent = name[len(AGENT_PREFIX) :]
             cls = self._runtime.spec.classes.get(agent)
@@ -139,17 +185,23 @@ class Completions:
         trace: TraceContext | None,
         route: str,
         priority: Priority = "interactive",
+        session: str | None = None,
+        variant: str | None = None,
     ) -> Any:
         """Answer one request: a ``JSONResponse``, or an event stream (a ``StreamingResponse``;
         a whole ``Response`` when it replays a cached answer).
 
         ``trace`` is the caller's position (its ``traceparent``, or a new root); ``route`` the
         route template, for the server span; ``priority`` ranks the request when its target is
-        at capacity (a model's admission queue, an agent's mailbox)."""
+        at capacity (a model's admission queue, an agent's mailbox); ``session`` (the session
+        header) and ``variant`` (the override header) choose the arm of a name with
+        variants."""
         kind: Kind = "chat" if isinstance(req, ChatCompletionRequest) else "text"
-        target = self.resolve(req.model)
+        target = self._target(req, tenant, session, variant)
         sp = req.sampling(self._cfg.limits)
         prompt: Any = req.turns() if isinstance(req, ChatCompletionRequest) else req.text()
+        if target.system_prompt is not None:
+            prompt = _with_system_prompt(prompt, target.system_prompt)
         params = sp.to_dict()
         decision = self._cache.decide(
             target=target.name,
@@ -173,6 +225,8 @@ class Completions:
         # gateway -> cache -> target: one span each, the target's call a child of the cache's
         with self._telemetry.span(f"POST {route}", trace, kind="server") as root:
             root.attributes.update({"http.route": route, "raygent.target": target.name})
+            if target.variant is not None:
+                root.attributes["raygent.variant"] = target.variant
             with self._telemetry.span("raygent.cache", root.context) as cache_span:
                 call = _Call(self, target, kind, prompt, sp, cache_span.context, salt, priority)
                 if req.stream:
@@ -180,10 +234,26 @@ class Completions:
                 else:
                     response = await self._plain(call, key, decision)
                 status = response.headers.get(CACHE_HEADER, "")
+                if target.variant is not None:
+                    response.headers[VARIANT_HEADER] = target.variant
                 cache_span.attributes.update(
                     {"raygent.cache.status": status, "raygent.cache.shared": shared}
                 )
             return response
+
+    def _target(
+        self,
+        req: ChatCompletionRequest | CompletionRequest,
+        tenant: str,
+        session: str | None,
+        variant: str | None,
+    ) -> Target:
+        router = self._variants.get(req.model)
+        if router is None:
+            return self.resolve(req.model, variant=variant)
+        named = tenant if tenant != ANONYMOUS else None
+        key = router.sticky_key(session=session, user=req.user, tenant=named)
+        return self.resolve(req.model, key=key, variant=variant)
 
     async def _plain(self, call: _Call, key: str, decision: CacheDecision) -> JSONResponse:
         done_here: list[Completed] = []
@@ -196,7 +266,8 @@ class Completions:
         value, status = await self._cache.get_or_compute(key, produce, decision)
         done = done_here[0] if done_here else Completed.from_bytes(value or b"")
         self._cache_metric(status)
-        return JSONResponse(render_json(done), headers={CACHE_HEADER: status})
+        body = render_json(done, call.target.variant)
+        return JSONResponse(body, headers={CACHE_HEADER: status})
 
     async def _stream(
         self, call: _Call, key: str, decision: CacheDecision, include_usage: bool
@@ -217,7 +288,7 @@ class Completions:
                 value = await asyncio.wait_for(flight.wait(), call.left())
                 await stack.aclose()
                 if value is not None:
-                    return self._replay(Completed.from_bytes(value), include_usage)
+                    return self._replay(call, Completed.from_bytes(value), include_usage)
                 healthy = flight.looked != "error"  # Redis failed: do not wait on it again
                 put = self._put_after(key) if decision.store and healthy else None
                 return await self._live(call, include_usage, "miss" if healthy else "bypass", put)
@@ -245,13 +316,13 @@ class Completions:
 
         return put
 
-    def _replay(self, done: Completed, include_usage: bool) -> Response:
+    def _replay(self, call: _Call, done: Completed, include_usage: bool) -> Response:
         """A cached answer as an event stream. The whole answer is here, so it is one body:
         not a ``StreamingResponse`` (a task group, a disconnect listener and an ASGI message
         per chunk, 12 % of a hit's gateway CPU under py-spy), nor a socket write per chunk --
         a hit's cost is the gateway's, and it shares the loop with live streams."""
         self._cache_metric("hit")
-        fmt = StreamFormat(done.kind, done.model, include_usage)
+        fmt = StreamFormat(done.kind, done.model, include_usage, call.target.variant)
         return Response(
             b"".join(fmt.replay(done)),
             media_type="text/event-stream",
@@ -269,7 +340,9 @@ class Completions:
         deltas = call.deltas()
         # Errors until the first delta are still HTTP errors (nothing has been sent yet).
         first = await anext(deltas, None) or ModelDelta("", 0, call.target.name, "stop")
-        fmt = StreamFormat(call.kind, first.model or call.target.name, include_usage)
+        fmt = StreamFormat(
+            call.kind, first.model or call.target.name, include_usage, call.target.variant
+        )
 
         async def body() -> AsyncIterator[bytes]:
             acc = _Accumulator(call.kind, fmt.model)
@@ -385,7 +458,7 @@ class _Call:
             span.attributes.update(self._attributes(done))
         elapsed = time.monotonic() - self.started
         self.owner._metrics.observe_generation(
-            self.target.name, done.usage.completion_tokens, elapsed
+            self.target.name, done.usage.completion_tokens, elapsed, self.target.variant or ""
         )
         return done
 
@@ -494,11 +567,15 @@ class _Call:
         """Metrics and the span of a streamed answer."""
         m = self.owner._metrics
         now = time.monotonic()
+        variant = self.target.variant or ""
         if acc.first_token_at is not None:
-            m.observe_ttft(self.target.name, acc.first_token_at - self.started)
+            m.observe_ttft(self.target.name, acc.first_token_at - self.started, variant)
             if self.target.model is not None or self.streamed_agent:  # else whole() counted
                 m.observe_generation(
-                    self.target.name, acc.usage.completion_tokens, now - acc.first_token_at
+                    self.target.name,
+                    acc.usage.completion_tokens,
+                    now - acc.first_token_at,
+                    variant,
                 )
         if self.target.model is not None:  # an agent's stream already recorded its span
             with self.owner._telemetry.span(self._span_name(), self.trace) as span:
@@ -526,6 +603,14 @@ class _Call:
 
 
 _DEFAULTS = SamplingParams().to_dict()
+
+
+def _with_system_prompt(prompt: Any, system: str) -> Any:
+    """A prompt variant's prompt before the client's: a system message first in a chat, a
+    first paragraph of a text completion's prompt."""
+    if isinstance(prompt, str):
+        return f"{system}\n\n{prompt}"
+    return [{"role": "system", "content": system}, *prompt]
 
 
 def _explicit(sp: SamplingParams) -> dict[str, Any]:

@@ -21,9 +21,12 @@ chunk.
 Each body has every field OpenAI's OpenAPI document requires (``CreateChatCompletionResponse``,
 ``CreateChatCompletionStreamResponse``, ``CreateCompletionResponse``; a chat message's
 ``refusal`` is ``null``, never left out), so strict clients and generated SDKs parse it; the
-tests validate them against those schemas (``tests/data/openai``). A streamed text completion
-has no chunk schema of its own in the spec: its chunks are ``CreateCompletionResponse`` bodies
-whose ``finish_reason`` is null until the choice ends, as OpenAI's own API sends them.
+tests validate them against those schemas (``tests/data/openai``). An answer of a name with
+variants also says which arm answered, in a ``variant`` field of the body and of every chunk
+(the schemas allow extra fields; OpenAI's SDKs keep them in ``model_extra``). A streamed text
+completion has no chunk schema of its own in the spec: its chunks are
+``CreateCompletionResponse`` bodies whose ``finish_reason`` is null until the choice ends, as
+OpenAI's own API sends them.
 """
 
 from __future__ import annotations
@@ -113,8 +116,8 @@ def _usage(u: Usage) -> dict[str, int]:
     }
 
 
-def render(done: Completed) -> dict[str, Any]:
-    """The non-stream response body."""
+def render(done: Completed, variant: str | None = None) -> dict[str, Any]:
+    """The non-stream response body (``variant``: the arm that answered, if any)."""
     if done.kind == "chat":
         choices = [
             {
@@ -134,7 +137,7 @@ def render(done: Completed) -> dict[str, Any]:
             for i, (text, reason) in enumerate(zip(done.texts, done.finish_reasons, strict=True))
         ]
         obj, prefix = "text_completion", "cmpl"
-    return {
+    body = {
         "id": f"{prefix}-{uuid.uuid4().hex}",
         "object": obj,
         "created": int(time.time()),
@@ -142,6 +145,9 @@ def render(done: Completed) -> dict[str, Any]:
         "choices": choices,
         "usage": _usage(done.usage),
     }
+    if variant is not None:
+        body["variant"] = variant
+    return body
 
 
 def _message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,12 +168,16 @@ class StreamFormat:
         kind: chat or text completion.
         model: the name reported in every chunk.
         include_usage: whether a final usage chunk follows (OpenAI's ``stream_options``).
+        variant: the arm that answers, named in every chunk; None: no variants.
     """
 
-    def __init__(self, kind: Kind, model: str, include_usage: bool) -> None:
+    def __init__(
+        self, kind: Kind, model: str, include_usage: bool, variant: str | None = None
+    ) -> None:
         self.kind = kind
         self.model = model
         self.include_usage = include_usage
+        self.variant = variant
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
         self._id = f"{prefix}-{uuid.uuid4().hex}"
         self._created = int(time.time())
@@ -182,6 +192,8 @@ class StreamFormat:
             "model": self.model,
             "choices": choices,
         }
+        if self.variant is not None:
+            body["variant"] = self.variant
         if usage is not None:
             body["usage"] = _usage(usage)
         elif self.include_usage and self.kind == "chat":

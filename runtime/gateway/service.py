@@ -63,6 +63,7 @@ from runtime.gateway.schema import (
     InvokeRequest,
     TaskRequest,
 )
+from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER
 from runtime.local import encode_checked
 from runtime.metrics import Metrics
 from runtime.models import (
@@ -461,6 +462,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
         async def _answer(self, body: Any, request: Request, route: str) -> Any:
             started = time.monotonic()
             status = 500
+            variant = ""
             try:
                 with self._metrics.in_flight():
                     response = await self._completions.answer(
@@ -470,8 +472,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                         trace=_trace(request),
                         route=route,
                         priority=_priority(request),
+                        session=request.headers.get(SESSION_HEADER),
+                        variant=request.headers.get(VARIANT_HEADER),
                     )
                 status = response.status_code
+                variant = response.headers.get(VARIANT_HEADER, "")
                 return response
             except ApiError as exc:
                 status = exc.status
@@ -483,7 +488,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 # Label values must be bounded: an unknown model is not a new time series.
                 target = body.model if body.model in self._completions.names else "unknown"
                 self._metrics.observe_request(
-                    route, target, str(status), time.monotonic() - started
+                    route, target, str(status), time.monotonic() - started, variant
                 )
 
         # -- agents and tasks ------------------------------------------------------------------

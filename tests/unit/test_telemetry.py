@@ -452,6 +452,9 @@ def test_metrics_render_every_metric_with_its_values():
     metrics.observe_ttft("tiny", 0.07)
     metrics.observe_generation("tiny", 50, 2.0)
     metrics.observe_generation("tiny", 1, 0.0)  # counted; no rate from a zero duration
+    metrics.observe_request("/v1/chat/completions", "chat", 200, 0.2, variant="b")
+    metrics.observe_ttft("chat", 0.05, variant="b")
+    metrics.observe_generation("chat", 8, 1.0, variant="b")
     metrics.cache_event("miss", lookup_seconds=0.0004)
     metrics.cache_event("bypass")
     metrics.set_queue_depth("mailbox", "writer", 3)
@@ -462,18 +465,29 @@ def test_metrics_render_every_metric_with_its_values():
         inside = _samples(metrics)
     samples = _samples(metrics)
 
-    req = (("route", "/v1/chat/completions"), ("status", "200"), ("target", "tiny"))
+    req = (
+        ("route", "/v1/chat/completions"),
+        ("status", "200"),
+        ("target", "tiny"),
+        ("variant", ""),
+    )
     assert samples[("raygent_request_duration_seconds_count", req)] == 2
     assert samples[("raygent_request_duration_seconds_sum", req)] == pytest.approx(42.3)
     bucket = "raygent_request_duration_seconds_bucket"
     assert samples[(bucket, tuple(sorted((*req, ("le", "0.5")))))] == 1
     assert samples[(bucket, tuple(sorted((*req, ("le", "60.0")))))] == 2
     assert samples[(bucket, tuple(sorted((*req, ("le", "+Inf")))))] == 2
-    tiny = (("target", "tiny"),)
+    tiny = (("target", "tiny"), ("variant", ""))
     assert samples[("raygent_time_to_first_token_seconds_sum", tiny)] == pytest.approx(0.07)
     assert samples[("raygent_output_tokens_total", tiny)] == 51
     assert samples[("raygent_output_tokens_per_second_count", tiny)] == 1
     assert samples[("raygent_output_tokens_per_second_sum", tiny)] == 25
+    # an answer of a name with variants is counted apart per arm
+    arm = (("target", "chat"), ("variant", "b"))
+    routed = (("route", "/v1/chat/completions"), ("status", "200"), *arm)
+    assert samples[("raygent_request_duration_seconds_count", routed)] == 1
+    assert samples[("raygent_time_to_first_token_seconds_sum", arm)] == pytest.approx(0.05)
+    assert samples[("raygent_output_tokens_total", arm)] == 8
     assert samples[("raygent_cache_events_total", (("result", "miss"),))] == 1
     assert samples[("raygent_cache_events_total", (("result", "bypass"),))] == 1
     assert samples[("raygent_cache_lookup_seconds_count", ())] == 1
@@ -511,7 +525,8 @@ def test_queue_depth_callback_failure_reads_nan_and_queues_can_be_forgotten():
 def test_each_metrics_has_its_own_registry_and_openmetrics_is_negotiated():
     a, b = Metrics(), Metrics()  # no "Duplicated timeseries": registries are private
     a.observe_ttft("tiny", 1.0)
-    assert ("raygent_time_to_first_token_seconds_count", (("target", "tiny"),)) not in _samples(b)
+    count = ("raygent_time_to_first_token_seconds_count", (("target", "tiny"), ("variant", "")))
+    assert count in _samples(a) and count not in _samples(b)
     body, content_type = a.render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert body.endswith(b"# EOF\n")

@@ -1,0 +1,250 @@
+"""Variants: the sticky weighted assignment, its config, and the gateway answering through it.
+
+The router is pure (a hash of name, arm and key), so its properties are checked over many keys;
+the gateway's part -- the override header, the variant in the body, every chunk, the header,
+the cache key and the metrics -- runs on the real HTTP app with scripted models
+(``conftest.gateway_app``), each answering with its own model name.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import types
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from runtime.config import RaygentConfig, VariantsConfig, load_config
+from runtime.errors import ConfigError
+from runtime.gateway import completions as completions_module
+from runtime.gateway.errors import ApiError
+from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER, VariantRouter
+
+from .conftest import API_KEY, gateway_app, sse_data
+
+CHAT = "/v1/chat/completions"
+
+
+def router(**weights: float) -> VariantRouter:
+    arms = {n: {"target": "default", "weight": w} for n, w in weights.items()}
+    return VariantRouter("chat", VariantsConfig.model_validate({"arms": arms}))
+
+
+def shares(r: VariantRouter, keys: range) -> dict[str, float]:
+    counts = collections.Counter(r.pick(f"user-{k}").name for k in keys)
+    return {arm: counts[arm] / len(keys) for arm in r.arms}
+
+
+def test_a_key_always_gets_the_same_arm_from_any_router_built_from_the_config():
+    a, b = router(a=1, b=1), router(b=1, a=1)  # another replica, arms in another order
+    picks = [a.pick(f"user-{k}").name for k in range(200)]
+    assert picks == [b.pick(f"user-{k}").name for k in range(200)]
+    assert picks == [a.pick(f"user-{k}").name for k in range(200)]
+    assert set(picks) == {"a", "b"}
+
+
+def test_arms_get_their_weights_share_of_keys():
+    got = shares(router(a=9, b=1), range(20_000))
+    assert got["b"] == pytest.approx(0.1, abs=0.01)  # 5 standard deviations
+    got = shares(router(a=1, b=1, c=2), range(20_000))
+    assert got == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.5}, abs=0.015)
+
+
+def test_raising_a_canarys_weight_moves_callers_only_onto_the_canary():
+    keys = range(5_000)
+    before = {k: router(a=5, b=4, canary=1).pick(f"user-{k}").name for k in keys}
+    after = {k: router(a=5, b=4, canary=3).pick(f"user-{k}").name for k in keys}
+    moved = [(before[k], after[k]) for k in keys if before[k] != after[k]]
+    assert moved, "a weight change moved nobody"
+    assert all(to == "canary" for _, to in moved), collections.Counter(moved)
+    # 10% -> 25%: about 15% of callers moved, none of them away from the canary
+    assert len(moved) / len(keys) == pytest.approx(0.15, abs=0.02)
+
+
+def test_zero_weight_arms_are_reached_only_by_name_and_unknown_names_are_a_400():
+    r = router(a=1, shadowless=0)
+    assert {r.pick(f"user-{k}").name for k in range(300)} == {"a"}
+    assert {r.pick(None).name for _ in range(50)} == {"a"}
+    assert r.pick("user-1", override="shadowless").name == "shadowless"
+    with pytest.raises(ApiError) as err:
+        r.pick("user-1", override="c")
+    assert err.value.status == 400 and err.value.param == VARIANT_HEADER
+    assert "'c' is not a variant of 'chat'" in str(err.value.body())
+
+
+def test_no_key_spreads_requests_by_weight():
+    r = router(a=3, b=1)
+    counts = collections.Counter(r.pick(None).name for _ in range(4_000))
+    assert counts["b"] / 4_000 == pytest.approx(0.25, abs=0.04)
+
+
+def test_the_sticky_key_is_the_session_then_the_user_then_the_tenant():
+    session = router(a=1, b=1)
+    assert session.sticky_key(session="s1", user="u1", tenant="t1") == "s:s1"
+    assert session.sticky_key(session=None, user="u1", tenant="t1") == "u:u1"
+    assert session.sticky_key(session="", user=None, tenant="t1") == "t:t1"
+    assert session.sticky_key(session=None, user=None, tenant=None) is None
+    tenant = VariantRouter(
+        "chat",
+        VariantsConfig.model_validate({"sticky": "tenant", "arms": {"a": {"target": "x"}}}),
+    )
+    assert tenant.sticky_key(session="s1", user="u1", tenant="t1") == "t:t1"
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ({"chat": {"arms": {"a": {"target": "nope"}}}}, "variants.chat.arms.a.target = 'nope'"),
+        ({"chat": {"arms": {"a": {"target": "default", "weight": 0}}}}, "weight above 0"),
+        ({"chat": {"arms": {"a b": {"target": "default"}}}}, "arm names may hold"),
+        ({"chat": {"arms": {}}}, "variants.chat.arms"),
+        ({"chat": {"arms": {"a": {"target": "default", "weight": -1}}}}, "weight"),
+    ],
+)
+def test_bad_variants_fail_the_config_naming_the_field(tmp_path, variants, message):
+    path = tmp_path / "raygent.yaml"
+    path.write_text(yaml.safe_dump({"variants": variants}))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path, env={})
+
+
+def test_an_arm_naming_an_agent_the_application_does_not_run_fails_at_start():
+    cfg = RaygentConfig.model_validate(
+        {"variants": {"chat": {"arms": {"a": {"target": "agent:Nobody"}}}}}
+    )
+    runtime = types.SimpleNamespace(spec=types.SimpleNamespace(classes={}))
+    with pytest.raises(ConfigError, match="'agent:Nobody' is not a model or agent"):
+        completions_module.Completions(cfg, {}, runtime, None, None, None)  # type: ignore[arg-type]
+
+
+# -- through the gateway ---------------------------------------------------------------------
+
+
+def variant_config() -> RaygentConfig:
+    """Two models (engine settings apart) behind ``chat``, and a prompt variant of
+    ``default`` behind ``default`` itself."""
+    variants = {
+        "chat": {"arms": {"a": {"target": "default"}, "b": {"target": "default_b"}}},
+        "default": {
+            "arms": {
+                "plain": {"target": "default", "weight": 1},
+                "terse": {"target": "default", "weight": 0, "system_prompt": "Be terse."},
+            }
+        },
+    }
+    return RaygentConfig.model_validate(
+        {
+            "auth": {"api_keys": [API_KEY]},
+            "models": {"default": {}, "default_b": {"engine_args": {"max_num_seqs": 8}}},
+            "variants": variants,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def client() -> Any:
+    with pytest.MonkeyPatch.context() as mp:
+        app = gateway_app(variant_config(), mp)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def chat(client: TestClient, auth: dict[str, str], **kw: Any) -> Any:
+    headers = {**auth, **kw.pop("headers", {})}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}], **kw}
+    return client.post(CHAT, json=body, headers=headers)
+
+
+def test_a_session_stays_on_its_variant_and_the_answer_names_it(client, auth):
+    seen = collections.Counter()
+    for s in range(40):
+        names = set()
+        for _ in range(3):
+            r = chat(client, auth, headers={SESSION_HEADER: f"session-{s}"}, temperature=0.5)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["variant"] == r.headers[VARIANT_HEADER]
+            # each arm's own model answered: "a" is default, "b" is default_b
+            assert body["model"] == {"a": "default", "b": "default_b"}[body["variant"]]
+            names.add(body["variant"])
+        assert len(names) == 1, f"session-{s} moved between variants: {names}"
+        seen.update(names)
+    assert set(seen) == {"a", "b"}  # 40 sessions, two even arms: both answered
+
+
+def test_the_user_field_is_the_sticky_key_without_a_session(client, auth):
+    for u in range(10):
+        got = {chat(client, auth, user=f"u{u}").json()["variant"] for _ in range(3)}
+        assert len(got) == 1
+
+
+def test_the_override_header_picks_the_arm_and_streams_name_it_in_every_chunk(client, auth):
+    r = chat(client, auth, headers={VARIANT_HEADER: "b"}, stream=True)
+    assert r.status_code == 200 and r.headers[VARIANT_HEADER] == "b"
+    chunks = sse_data(r.text)
+    assert chunks and all(c["variant"] == "b" and c["model"] == "default_b" for c in chunks)
+
+
+@pytest.mark.parametrize(
+    ("model", "variant", "message"),
+    [
+        ("chat", "c", "'c' is not a variant of 'chat'"),
+        ("default_b", "a", "'default_b' has no variants"),
+    ],
+)
+def test_a_bad_override_is_a_400_naming_the_header(client, auth, model, variant, message):
+    r = chat(client, auth, model=model, headers={VARIANT_HEADER: variant})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == VARIANT_HEADER and message in err["message"]
+
+
+def test_each_variant_has_its_own_cache_entries(client, auth):
+    messages = [{"role": "user", "content": "cache me per variant"}]
+
+    def ask(arm: str) -> Any:
+        return chat(client, auth, messages=messages, temperature=0, headers={VARIANT_HEADER: arm})
+
+    first = ask("a")
+    assert first.headers["x-raygent-cache"] == "miss"
+    other = ask("b")
+    assert other.headers["x-raygent-cache"] == "miss", "variant b was served a's answer"
+    assert other.json()["model"] == "default_b"
+    again = ask("a")
+    assert again.headers["x-raygent-cache"] == "hit" and again.json()["variant"] == "a"
+
+
+def test_a_prompt_variant_sends_its_system_prompt_first(client, auth, monkeypatch):
+    sent: list[Any] = []
+    real = completions_module._with_system_prompt
+
+    def spy(prompt: Any, system: str) -> Any:
+        sent.append(real(prompt, system))
+        return sent[-1]
+
+    monkeypatch.setattr(completions_module, "_with_system_prompt", spy)
+    r = chat(client, auth, model="default", headers={VARIANT_HEADER: "terse"})
+    assert r.status_code == 200 and r.json()["variant"] == "terse"
+    assert sent == [[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]]
+    plain = chat(client, auth, model="default", user="anyone")  # weight 0: never assigned
+    assert plain.json()["variant"] == "plain" and len(sent) == 1
+    assert completions_module._with_system_prompt("Go.", "Be terse.") == "Be terse.\n\nGo."
+
+
+def test_metrics_and_the_model_list_carry_the_variants(client, auth):
+    chat(client, auth, headers={VARIANT_HEADER: "b"})
+    body = client.get("/metrics", headers=auth).text
+    counted = {
+        (s.name, s.labels.get("target"), s.labels.get("variant"))
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.value
+    }
+    assert ("raygent_request_duration_seconds_count", "chat", "b") in counted
+    assert ("raygent_output_tokens_total", "chat", "b") in counted
+    ids = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
+    assert "chat" in ids and "default" in ids and "default_b" in ids
