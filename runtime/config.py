@@ -5,10 +5,10 @@ Sources, later ones winning:
 1. the embedded defaults — the example agents (``examples.research``) on the locally generated
    ``builtin:tiny`` model, with an in-process response cache and task queue;
 2. a YAML file: the ``path`` argument, else ``$RAYGENT_CONFIG``;
-3. the environment: ``REDIS_URL`` (cache and durable queues), ``RAYGENT_API_KEYS``
-   (comma-separated), and ``RAYGENT__<SECTION>__<FIELD>=value`` for any field, e.g.
-   ``RAYGENT__MODELS__DEFAULT__LOAD=eager`` or ``RAYGENT__LIMITS__MAX_TOKENS=512`` (values are
-   parsed as YAML scalars, so numbers and booleans work).
+3. the environment: ``REDIS_URL`` (cache and durable queues), ``RAYGENT_API_KEYS`` and
+   ``RAYGENT_ADMIN_KEYS`` (comma-separated), and ``RAYGENT__<SECTION>__<FIELD>=value`` for any
+   field, e.g. ``RAYGENT__MODELS__DEFAULT__LOAD=eager`` or ``RAYGENT__LIMITS__MAX_TOKENS=512``
+   (values are parsed as YAML scalars, so numbers and booleans work).
 
 One more variable is not part of the tree because it names a place on this machine rather than a
 setting of the application: ``RAYGENT_MODEL_CACHE``, the directory where generated models
@@ -354,6 +354,9 @@ class AuthConfig(_Section):
 
     api_keys: list[SecretStr] = Field(default_factory=list)
     """Accepted bearer tokens (also ``RAYGENT_API_KEYS``, comma-separated)."""
+    admin_keys: list[SecretStr] = Field(default_factory=list)
+    """Bearer tokens of the admin routes (``/admin/...``: variant weights), and only of them
+    (also ``RAYGENT_ADMIN_KEYS``); none: the admin routes are closed."""
 
 
 class TelemetryConfig(_Section):
@@ -607,9 +610,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if env.get("REDIS_URL"):
         out["redis_url"] = env["REDIS_URL"]
-    if env.get("RAYGENT_API_KEYS"):
-        keys = [k.strip() for k in env["RAYGENT_API_KEYS"].split(",") if k.strip()]
-        out["auth"] = {"api_keys": keys}
+    for var, field in (("RAYGENT_API_KEYS", "api_keys"), ("RAYGENT_ADMIN_KEYS", "admin_keys")):
+        if env.get(var):
+            keys = [k.strip() for k in env[var].split(",") if k.strip()]
+            out.setdefault("auth", {})[field] = keys
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX):
             continue

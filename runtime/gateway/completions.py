@@ -46,7 +46,7 @@ from runtime.gateway.errors import ApiError, from_agent_error
 from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_event, error_event
 from runtime.gateway.openai_format import render as render_json
 from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
-from runtime.gateway.variants import VARIANT_HEADER, Arm, VariantRouter
+from runtime.gateway.variants import VARIANT_HEADER, WEIGHTS_KEY, Arm, VariantRouter
 from runtime.metrics import Metrics
 from runtime.models import (
     ModelDelta,
@@ -132,11 +132,11 @@ class Completions:
 
     def resolve(self, name: str, *, key: str | None = None, variant: str | None = None) -> Target:
         """The target ``name`` denotes; 404 (``UnknownModel``) if nothing does. A name with
-        variants resolves to the arm of the caller's sticky ``key``, or to the arm ``variant``
-        (the request's override header) names."""
+        variants resolves to the arm of the caller's sticky ``key`` under the current weights,
+        or to the arm ``variant`` (the request's override header) names."""
         router = self._variants.get(name)
         if router is not None:
-            return self._arm(router, router.pick(key, variant))
+            return self._arm(router, router.pick(key, variant, self.weights_set(name)))
         if variant is not None:
             raise ApiError(
                 400,
@@ -147,9 +147,25 @@ class Completions:
             )
         return self._direct(name)
 
-    def variants(self, name: str) -> VariantRouter | None:
-        """The router of ``name``, or None when it has no variants."""
-        return self._variants.get(name)
+    @property
+    def variants(self) -> dict[str, VariantRouter]:
+        """The routers of the names with variants."""
+        return self._variants
+
+    def weights_set(self, name: str) -> dict[str, float] | None:
+        """The weights the admin route set for ``name`` (replicated shared state; a local
+        read), or None: the config's."""
+        value = self._runtime.state.get(WEIGHTS_KEY.format(name=name))
+        return value if isinstance(value, dict) else None
+
+    async def set_weights(self, name: str, weights: dict[str, float] | None) -> None:
+        """Set (None: clear) ``name``'s weights on every gateway replica: written to the
+        shared state, which the registry's feed brings to every replica within a poll."""
+        key = WEIGHTS_KEY.format(name=name)
+        if weights is None:
+            await self._runtime.state.delete(key)
+        else:
+            await self._runtime.state.set(key, weights)
 
     def _arm(self, router: VariantRouter, arm: Arm) -> Target:
         base = self._direct(arm.target)

@@ -9,6 +9,9 @@ unauthenticated costs no JSON parsing and never reaches a handler:
   so the time taken says nothing about which key, or how much of one, matched. The caller's
   tenant — the scope that separates cache entries — is a fingerprint of the key (never the key
   itself), refined by an ``x-raygent-tenant`` header when the caller sends one.
+* **Admin.** ``/admin/...`` (changing variant weights) takes only an admin key
+  (``auth.admin_keys``), compared the same way; API keys do not open it, and with no admin key
+  configured it is closed to everyone (403), whether or not API keys are.
 * **Body limit.** A ``Content-Length`` over the limit is refused at once; a chunked body is
   read up to the limit and refused as soon as it passes it (413). The body is then replayed to
   the app, which therefore never sees more than the limit.
@@ -25,7 +28,7 @@ from pydantic import SecretStr
 
 from runtime.gateway.errors import ApiError
 
-__all__ = ["ANONYMOUS", "OPEN_PATHS", "Edge", "fingerprint"]
+__all__ = ["ADMIN", "ADMIN_PREFIX", "ANONYMOUS", "OPEN_PATHS", "Edge", "fingerprint"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,6 +40,12 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 ANONYMOUS = "anonymous"
 """The tenant of every caller when no keys are configured."""
+
+ADMIN_PREFIX = "/admin/"
+"""Paths that take an admin key (``auth.admin_keys``) instead of an API key."""
+
+ADMIN = "admin"
+"""The tenant of an admin request."""
 
 
 def fingerprint(key: str) -> str:
@@ -51,11 +60,19 @@ class Edge:
         app: the wrapped ASGI app.
         keys: accepted API keys; empty means auth is off.
         max_body_bytes: the largest request body accepted.
+        admin_keys: the keys of ``/admin/`` paths; empty means those are closed.
     """
 
-    def __init__(self, app: Any, keys: Sequence[SecretStr], max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        keys: Sequence[SecretStr],
+        max_body_bytes: int,
+        admin_keys: Sequence[SecretStr] = (),
+    ) -> None:
         self.app = app
-        self._digests = [hashlib.sha256(k.get_secret_value().encode()).digest() for k in keys]
+        self._digests = [_digest(k.get_secret_value()) for k in keys]
+        self._admin = [_digest(k.get_secret_value()) for k in admin_keys]
         self._max = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,21 +90,26 @@ class Edge:
         await self.app(scope, _replay(body, receive), send)
 
     def _authenticate(self, path: str, headers: dict[str, str]) -> str:
+        if path.startswith(ADMIN_PREFIX):
+            if not self._admin:
+                raise ApiError(
+                    403,
+                    "the admin API is off: set auth.admin_keys (RAYGENT_ADMIN_KEYS)",
+                    type="permission_error",
+                    code="admin_disabled",
+                )
+            if not _matches(_bearer(headers), self._admin):
+                raise _unauthorized("invalid admin key")
+            return ADMIN
         extra = headers.get("x-raygent-tenant", "")
         if not self._digests:
             return f"{ANONYMOUS}/{extra}" if extra else ANONYMOUS
         if path in OPEN_PATHS:
             return ANONYMOUS
-        scheme, _, key = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            raise _unauthorized("missing 'Authorization: Bearer <key>' header")
-        digest = hashlib.sha256(key.strip().encode()).digest()
-        matched = False
-        for known in self._digests:  # no early exit: the time does not depend on which key
-            matched |= hmac.compare_digest(digest, known)
-        if not matched:
+        key = _bearer(headers)
+        if not _matches(key, self._digests):
             raise _unauthorized("invalid API key")
-        tenant = fingerprint(key.strip())
+        tenant = fingerprint(key)
         return f"{tenant}/{extra}" if extra else tenant
 
     async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
@@ -111,6 +133,26 @@ class Edge:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    """The presented key (401 without one)."""
+    scheme, _, key = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise _unauthorized("missing 'Authorization: Bearer <key>' header")
+    return key.strip()
+
+
+def _matches(key: str, digests: Sequence[bytes]) -> bool:
+    digest = _digest(key)
+    matched = False
+    for known in digests:  # no early exit: the time does not depend on which key
+        matched |= hmac.compare_digest(digest, known)
+    return matched
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -230,3 +230,10 @@ class TaskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     task: Any
     type: str | None = None
+
+
+class VariantWeightsRequest(BaseModel):
+    """``PUT /admin/variants/{name}``: new weights of some or all of a name's arms."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    weights: dict[str, float]

@@ -62,6 +62,7 @@ from runtime.gateway.schema import (
     CompletionRequest,
     InvokeRequest,
     TaskRequest,
+    VariantWeightsRequest,
 )
 from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER
 from runtime.local import encode_checked
@@ -164,7 +165,10 @@ def build_http(config: RaygentConfig) -> FastAPI:
     http = FastAPI(title="raygent", version="0.1.0")
     http.router.route_class = StrictJsonRoute
     http.add_middleware(
-        Edge, keys=config.auth.api_keys, max_body_bytes=config.limits.max_body_bytes
+        Edge,
+        keys=config.auth.api_keys,
+        max_body_bytes=config.limits.max_body_bytes,
+        admin_keys=config.auth.admin_keys,
     )
 
     @http.exception_handler(ApiError)
@@ -336,8 +340,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
 
         async def _place_when_warm(self) -> None:
             """Once every hosted engine is warm, move the rest of this node's Ray processes off
-            the engine's cores (``keep_cluster_off_engine_cores``)."""
-            for host in self._hosts.values():
+            the engine's cores (``keep_cluster_off_engine_cores``). A lazy model that loads on
+            its first request is not waited for while others load at start: its engine binds
+            the same cores (``VLLM_CPU_OMP_THREADS_BIND``), so the move holds for it too."""
+            eager = [h for n, h in self._hosts.items() if self._cfg.models[n].load != "lazy"]
+            for host in eager or list(self._hosts.values()):
                 while True:  # a lazy model is ready only after its first request
                     with contextlib.suppress(AgentError):
                         await host.wait_for_state("ready", 3600.0)
@@ -490,6 +497,53 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 self._metrics.observe_request(
                     route, target, str(status), time.monotonic() - started, variant
                 )
+
+        # -- variant weights (admin key only: see Edge) -----------------------------------------
+
+        @http.get("/admin/variants")
+        async def list_variants(self) -> dict[str, Any]:
+            """Every name with variants: its arms, their current and configured weights."""
+            names = self._completions.variants
+            return {"object": "list", "data": [self._variant_entry(n) for n in names]}
+
+        @http.put("/admin/variants/{name}")
+        async def set_variant_weights(self, name: str, body: VariantWeightsRequest) -> Any:
+            """New weights for ``name``'s arms (those left out keep theirs), on every gateway
+            replica without a redeploy, until cleared or the application is redeployed."""
+            router = self._variant_router(name)
+            weights = router.weights(router.check_weights(body.weights))
+            await self._completions.set_weights(name, weights)
+            return self._variant_entry(name)
+
+        @http.delete("/admin/variants/{name}")
+        async def clear_variant_weights(self, name: str) -> Any:
+            """Back to the configured weights."""
+            self._variant_router(name)
+            await self._completions.set_weights(name, None)
+            return self._variant_entry(name)
+
+        def _variant_router(self, name: str) -> Any:
+            router = self._completions.variants.get(name)
+            if router is None:
+                raise ApiError(
+                    404,
+                    f"{name!r} has no variants; names with variants: "
+                    f"{sorted(self._completions.variants)}",
+                    param="name",
+                    code="variants_not_found",
+                )
+            return router
+
+        def _variant_entry(self, name: str) -> dict[str, Any]:
+            router = self._completions.variants[name]
+            set_ = self._completions.weights_set(name)
+            current = router.weights(set_)
+            arms = {
+                n: {"target": a.target, "weight": current[n], "configured_weight": a.weight}
+                for n, a in router.arms.items()
+            }
+            source = "admin" if set_ is not None else "config"
+            return {"name": name, "sticky": router.sticky, "weights_from": source, "arms": arms}
 
         # -- agents and tasks ------------------------------------------------------------------
 

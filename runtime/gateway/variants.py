@@ -26,18 +26,24 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from runtime.config import VariantsConfig
 from runtime.gateway.errors import ApiError
 
-__all__ = ["SESSION_HEADER", "VARIANT_HEADER", "Arm", "VariantRouter"]
+__all__ = ["SESSION_HEADER", "VARIANT_HEADER", "WEIGHTS_KEY", "Arm", "VariantRouter"]
 
 VARIANT_HEADER = "x-raygent-variant"
 """Request: pick an arm by name (overrides the assignment). Response: the arm that answered."""
 
 SESSION_HEADER = "x-raygent-session"
 """The caller's session (a conversation): what keeps its turns on one arm."""
+
+WEIGHTS_KEY = "raygent/variants/{name}"
+"""The shared-state key (``ctx.state``, replicated to every replica) of a name's weights as
+the admin route set them; absent: the config's. Keys under ``raygent/`` are the runtime's."""
 
 _SCALE = 2.0**64
 
@@ -66,11 +72,18 @@ class VariantRouter:
         self.arms = {
             n: Arm(n, a.target, a.weight, a.system_prompt) for n, a in sorted(config.arms.items())
         }
-        self._weighted = [a for a in self.arms.values() if a.weight > 0]
+        self._weighted = [(a, a.weight) for a in self.arms.values() if a.weight > 0]
 
-    def pick(self, key: str | None, override: str | None = None) -> Arm:
+    def pick(
+        self,
+        key: str | None,
+        override: str | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> Arm:
         """The arm for a caller with sticky ``key`` (None: a random pick by weight), or the
-        arm ``override`` names (400 naming the header when there is none of that name)."""
+        arm ``override`` names (400 naming the header when there is none of that name).
+        ``weights`` replace the configured ones (the admin route's, from the shared state;
+        arms it leaves out keep theirs)."""
         if override is not None:
             arm = self.arms.get(override)
             if arm is None:
@@ -82,16 +95,52 @@ class VariantRouter:
                     code="invalid_header",
                 )
             return arm
-        if len(self._weighted) == 1:
-            return self._weighted[0]
+        arms = self._weighted if not weights else self._reweighted(weights)
+        if len(arms) == 1:
+            return arms[0][0]
         if key is None:
-            return random.choices(self._weighted, [a.weight for a in self._weighted])[0]
-        return max(self._weighted, key=lambda a: self._score(key, a))
+            return random.choices([a for a, _ in arms], [w for _, w in arms])[0]
+        return max(arms, key=lambda aw: self._score(key, aw[0], aw[1]))[0]
 
-    def _score(self, key: str, arm: Arm) -> float:
+    def weights(self, override: Mapping[str, float] | None = None) -> dict[str, float]:
+        """Each arm's weight: the configured one, or ``override``'s."""
+        return {n: float((override or {}).get(n, a.weight)) for n, a in self.arms.items()}
+
+    def _reweighted(self, override: Mapping[str, float]) -> list[tuple[Arm, float]]:
+        current = self.weights(override)
+        arms = [(self.arms[n], w) for n, w in current.items() if w > 0]
+        return arms or self._weighted  # never left with no arm (checked on write as well)
+
+    def check_weights(self, weights: Any) -> dict[str, float]:
+        """``weights`` as the admin route accepts them, or a 400 naming ``weights``: a
+        mapping of known arms to finite numbers >= 0 that leaves some arm above 0."""
+
+        def bad(why: str) -> ApiError:
+            return ApiError(400, f"weights: {why}", param="weights", code="invalid_value")
+
+        if not isinstance(weights, Mapping) or not weights:
+            raise bad("must be an object of arm names to weights")
+        unknown = sorted(set(weights) - set(self.arms))
+        if unknown:
+            raise bad(f"{unknown} are not variants of {self.name!r}; variants: {sorted(self.arms)}")
+        out: dict[str, float] = {}
+        for arm, w in weights.items():
+            if (
+                isinstance(w, bool)
+                or not isinstance(w, int | float)
+                or not math.isfinite(w)
+                or w < 0
+            ):
+                raise bad(f"{arm}: {w!r} is not a finite number >= 0")
+            out[arm] = float(w)
+        if not any(w > 0 for w in self.weights(out).values()):
+            raise bad("at least one arm needs a weight above 0")
+        return out
+
+    def _score(self, key: str, arm: Arm, weight: float) -> float:
         digest = hashlib.blake2b(f"{self.name}\0{arm.name}\0{key}".encode(), digest_size=8).digest()
         u = (int.from_bytes(digest, "big") + 0.5) / _SCALE  # in (0, 1), never 0 or 1
-        return -arm.weight / math.log(u)
+        return -weight / math.log(u)
 
     def sticky_key(
         self, *, session: str | None, user: str | None, tenant: str | None

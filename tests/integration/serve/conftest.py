@@ -30,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "ray"))
 
 API_KEYS = ("sk-test-one", "sk-test-two")
 APP = "raygent-e2e"
+VARIANTS = "tiny-ab"  # a name answered by two variants: the default model and VARIANT_MODEL
+VARIANT_MODEL = "tiny-b"
 
 
 def _free_port() -> int:
@@ -104,7 +106,13 @@ def cache_redis(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def app_config(cache_redis):
-    from runtime.config import load_config
+    from runtime.config import (
+        ModelConfig,
+        ResourcesConfig,
+        VariantArmConfig,
+        VariantsConfig,
+        load_config,
+    )
 
     agents = "examples.assistant:Assistant"
     cfg = load_config(
@@ -136,6 +144,27 @@ def app_config(cache_redis):
             "limits": cfg.limits.model_copy(
                 update={"max_body_bytes": 64 * 1024, "max_tokens": 64, "request_timeout_s": 60}
             ),
+            # Variants (test_variants_e2e): the tiny model with other engine settings, loaded
+            # by the first request that needs it (no other test pays its start) and freed
+            # after two idle minutes; no CPU of its own, as the gateway's reservation is all
+            # the machine has.
+            "models": {
+                **cfg.models,
+                VARIANT_MODEL: ModelConfig(
+                    engine_args={"max_num_seqs": 8},
+                    load="lazy",
+                    idle_unload_s=120.0,
+                    resources=ResourcesConfig(num_cpus=0),
+                ),
+            },
+            "variants": {
+                VARIANTS: VariantsConfig(
+                    arms={
+                        "a": VariantArmConfig(target="default"),
+                        "b": VariantArmConfig(target=VARIANT_MODEL),
+                    }
+                )
+            },
         }
     )
     return cfg

@@ -7,8 +7,8 @@ Serve's ``@serve.ingress`` turns its methods into routes of the app ``build_http
 with a replica built in this process: the real ``Completions``, an in-process response cache,
 metrics, the agents of the default config, and a real ``ClusterClient`` over an in-process task
 queue. Only what needs Ray is a stand-in of its real interface: the model (a handle-shaped
-scripted model, as ``LocalModel`` is a handle-shaped engine) and the agents' deployment handles
-(each replies with the message it was sent).
+scripted model, as ``LocalModel`` is a handle-shaped engine), the agents' deployment handles
+(each replies with the message it was sent) and the registry (it keeps shared-state writes).
 
 So these tests cover everything a request meets before and after the engine or an agent; the
 serve integration tests (``tests/integration/serve``) cover the same routes on real Serve, vLLM
@@ -86,6 +86,18 @@ class ScriptedModelHandle:
             yield ModelDelta("", i, self.name, reason, usage)  # type: ignore[arg-type]
 
 
+class StateRegistry:
+    """The registry's handle as a replica writes shared state through it (``put_state``):
+    keeps the updates (this replica has already applied its own write)."""
+
+    def __init__(self) -> None:
+        self.updates: list[Any] = []
+        self.put_state = _Method(self._put)
+
+    async def _put(self, updates: list[Any]) -> None:
+        self.updates.extend(updates)
+
+
 class EchoAgentHandle:
     """An agent deployment's handle, as ``ClusterClient`` calls it under Serve: every message
     is answered with itself -- as the list of one item when the agent's handler for it
@@ -143,7 +155,12 @@ def gateway_app(config: RaygentConfig, monkeypatch: pytest.MonkeyPatch) -> FastA
     agents = {name: EchoAgentHandle(cls) for name, cls in spec.classes.items()}
     tasks = InProcessTaskQueue(max_pending=config.queues.max_pending)
     cluster = ClusterClient(
-        spec, None, tasks, writer_id="gateway/unit", node_id="unit", serve_handle=agents.get
+        spec,
+        StateRegistry(),  # type: ignore[arg-type]
+        tasks,
+        writer_id="gateway/unit",
+        node_id="unit",
+        serve_handle=agents.get,
     )
     metrics = Metrics(enabled=True)
     telemetry = Telemetry(component="gateway")

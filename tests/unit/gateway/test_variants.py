@@ -27,6 +27,8 @@ from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER, VariantRout
 from .conftest import API_KEY, gateway_app, sse_data
 
 CHAT = "/v1/chat/completions"
+ADMIN_KEY = "sk-admin-unit"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def router(**weights: float) -> VariantRouter:
@@ -138,7 +140,7 @@ def variant_config() -> RaygentConfig:
     }
     return RaygentConfig.model_validate(
         {
-            "auth": {"api_keys": [API_KEY]},
+            "auth": {"api_keys": [API_KEY], "admin_keys": [ADMIN_KEY]},
             "models": {"default": {}, "default_b": {"engine_args": {"max_num_seqs": 8}}},
             "variants": variants,
         }
@@ -248,3 +250,71 @@ def test_metrics_and_the_model_list_carry_the_variants(client, auth):
     assert ("raygent_output_tokens_total", "chat", "b") in counted
     ids = [m["id"] for m in client.get("/v1/models", headers=auth).json()["data"]]
     assert "chat" in ids and "default" in ids and "default_b" in ids
+
+
+def test_the_admin_route_moves_weight_on_the_fly_and_clearing_it_restores_the_config(client, auth):
+    def arms_of(users: range) -> collections.Counter[str]:
+        return collections.Counter(
+            chat(client, auth, user=f"w{u}").json()["variant"] for u in users
+        )
+
+    before = arms_of(range(60))
+    assert set(before) == {"a", "b"}
+    listed = client.get("/admin/variants", headers=ADMIN).json()["data"]
+    entry = next(e for e in listed if e["name"] == "chat")
+    assert entry["weights_from"] == "config"
+    assert entry["arms"]["b"] == {"target": "default_b", "weight": 1.0, "configured_weight": 1.0}
+
+    r = client.put("/admin/variants/chat", json={"weights": {"b": 0}}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["weights_from"] == "admin" and r.json()["arms"]["b"]["weight"] == 0
+    assert arms_of(range(60)) == {"a": 60}  # every caller, sticky or not, now on a
+    # b is still reachable by name, as a weight-0 arm
+    assert chat(client, auth, headers={VARIANT_HEADER: "b"}).json()["variant"] == "b"
+
+    r = client.delete("/admin/variants/chat", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["weights_from"] == "config"
+    assert arms_of(range(60)) == before  # the same callers back on the same arms
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        ({"weights": {"c": 1}}, "weights", "['c'] are not variants of 'chat'"),
+        ({"weights": {"a": 0, "b": 0}}, "weights", "at least one arm"),
+        ({"weights": {"a": -1}}, "weights", "a: -1.0 is not a finite number"),
+        ({"weights": {}}, "weights", "must be an object"),
+        ({"weights": {"a": "x"}}, "weights.a", None),
+        ({"weight": {"a": 1}}, "weights", "Field required"),
+    ],
+)
+def test_bad_weights_are_a_400_naming_the_field(client, body, param, message):
+    r = client.put("/admin/variants/chat", json=body, headers=ADMIN)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param, err
+    if message:
+        assert message in err["message"], err
+    listed = client.get("/admin/variants", headers=ADMIN).json()["data"]
+    assert all(e["weights_from"] == "config" for e in listed)  # nothing was set
+
+
+def test_the_admin_routes_take_only_the_admin_key(client, auth):
+    assert client.get("/admin/variants", headers=auth).status_code == 401  # an API key
+    assert client.get("/admin/variants").status_code == 401
+    assert (
+        client.put("/admin/variants/nope", json={"weights": {"a": 1}}, headers=ADMIN).json()[
+            "error"
+        ]["param"]
+        == "name"
+    )
+    assert client.get("/metrics", headers=ADMIN).status_code == 401  # and only the admin routes
+
+
+def test_without_admin_keys_the_admin_routes_are_closed(monkeypatch, auth):
+    cfg = variant_config()
+    cfg = cfg.model_copy(update={"auth": cfg.auth.model_copy(update={"admin_keys": []})})
+    with TestClient(gateway_app(cfg, monkeypatch), raise_server_exceptions=False) as c:
+        for headers in ({}, auth, ADMIN):
+            r = c.get("/admin/variants", headers=headers)
+            assert r.status_code == 403 and "auth.admin_keys" in r.json()["error"]["message"]

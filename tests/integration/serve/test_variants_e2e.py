@@ -1,0 +1,140 @@
+"""Variants through the real application: ``tiny-ab`` is answered by two variants of the tiny
+model with different engine settings -- ``a``, the package's ``default`` engine, and ``b``,
+``tiny-b`` (``max_num_seqs`` 8), a second vLLM engine in the gateway replica -- on real Serve
+(HAProxy ingress), real vLLM and the package's Redis response cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import uuid
+
+import httpx
+import pytest
+
+from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER
+
+from .conftest import API_KEYS, APP, VARIANT_MODEL, VARIANTS
+
+pytestmark = pytest.mark.integration
+
+CHAT = "/v1/chat/completions"
+ARM_MODELS = {"a": "default", "b": VARIANT_MODEL}
+
+
+@pytest.fixture(scope="module")
+def variant_b_loaded(gateway_url, ray_session):
+    """``tiny-b`` loads on its first request; wait for it (a slow machine may take longer
+    than one request's timeout, and the load goes on past it)."""
+    from ray import serve
+
+    r = httpx.post(
+        f"{gateway_url}{CHAT}",
+        json=_body("Hello"),
+        headers={"Authorization": f"Bearer {API_KEYS[0]}", VARIANT_HEADER: "b"},
+        timeout=90,
+    )
+    if r.status_code != 200:
+        handle = serve.get_deployment_handle("Gateway", app_name=APP)
+        handle.model_wait_for_state.remote(VARIANT_MODEL, "ready", 300.0).result(timeout_s=310)
+    return gateway_url
+
+
+def _body(content: str, **extra) -> dict:
+    return {
+        "model": VARIANTS,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 4,
+        **extra,
+    }
+
+
+def test_sessions_stay_on_their_variant_and_each_variant_is_its_own_engine(
+    variant_b_loaded, auth, openai_spec
+):
+    url = variant_b_loaded
+    seen: collections.Counter[str] = collections.Counter()
+    with httpx.Client(base_url=url, headers=auth, timeout=60) as http:
+        for s in range(16):
+            session = f"conversation-{s}-{uuid.uuid4().hex[:6]}"
+            arms = set()
+            for turn in range(2):
+                r = http.post(
+                    CHAT,
+                    json=_body(f"turn {turn}", temperature=0.8),
+                    headers={SESSION_HEADER: session},
+                )
+                assert r.status_code == 200, r.text
+                body = r.json()
+                openai_spec.check("CreateChatCompletionResponse", body)
+                assert body["variant"] == r.headers[VARIANT_HEADER]
+                assert body["model"] == ARM_MODELS[body["variant"]]
+                arms.add(body["variant"])
+            assert len(arms) == 1, f"{session} moved between variants: {arms}"
+            seen.update(arms)
+    assert set(seen) == {"a", "b"}, seen  # 16 sessions on two even arms: 2 ** -15 to miss one
+
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Gateway", app_name=APP)
+    settings = {
+        arm: handle.model_stats.remote(model).result(timeout_s=30)["max_num_seqs"]
+        for arm, model in ARM_MODELS.items()
+    }
+    assert settings["b"] == 8 and settings["a"] != 8, settings
+
+
+def test_a_streamed_variant_names_itself_in_every_chunk(variant_b_loaded, auth, openai_spec):
+    r = httpx.post(
+        f"{variant_b_loaded}{CHAT}",
+        json=_body("Stream", stream=True),
+        headers={**auth, VARIANT_HEADER: "b"},
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.headers[VARIANT_HEADER] == "b", r.text
+    events = [e for e in r.text.split("\n\n") if e.strip()]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    for chunk in chunks:
+        openai_spec.check("CreateChatCompletionStreamResponse", chunk)
+        assert chunk["variant"] == "b" and chunk["model"] == VARIANT_MODEL
+
+
+def test_variants_keep_apart_in_the_cache_and_in_the_metrics(variant_b_loaded, auth):
+    url = variant_b_loaded
+    prompt = f"Cache per variant {uuid.uuid4().hex[:8]}"
+
+    def ask(arm: str) -> httpx.Response:
+        r = httpx.post(
+            f"{url}{CHAT}",
+            json=_body(prompt, temperature=0),
+            headers={**auth, VARIANT_HEADER: arm},
+            timeout=60,
+        )
+        assert r.status_code == 200, r.text
+        return r
+
+    assert ask("a").headers["x-raygent-cache"] == "miss"
+    b = ask("b")
+    assert b.headers["x-raygent-cache"] == "miss", "variant b was served variant a's answer"
+    assert b.json()["model"] == VARIANT_MODEL
+    again = ask("a")
+    assert again.headers["x-raygent-cache"] == "hit" and again.json()["variant"] == "a"
+
+    plain = httpx.post(
+        f"{url}{CHAT}", json={**_body(prompt), "model": "default"}, headers=auth, timeout=60
+    )
+    assert plain.status_code == 200 and VARIANT_HEADER not in plain.headers
+    assert "variant" not in plain.json()
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{url}/metrics", headers=auth, timeout=10).text
+    counted = {
+        (s.labels.get("target"), s.labels.get("variant"))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "raygent_request_duration_seconds_count" and s.value
+    }
+    assert {(VARIANTS, "a"), (VARIANTS, "b"), ("default", "")} <= counted, counted
