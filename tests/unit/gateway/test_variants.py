@@ -9,6 +9,7 @@ the cache key and the metrics -- runs on the real HTTP app with scripted models
 from __future__ import annotations
 
 import collections
+import math
 import re
 import types
 from typing import Any
@@ -22,6 +23,7 @@ from runtime.config import RaygentConfig, VariantsConfig, load_config
 from runtime.errors import ConfigError
 from runtime.gateway import completions as completions_module
 from runtime.gateway.errors import ApiError
+from runtime.gateway.rollout import ArmSample, Guard, Rollout, histogram_quantile, step_weights
 from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER, VariantRouter
 
 from .conftest import API_KEY, gateway_app, sse_data
@@ -318,3 +320,63 @@ def test_without_admin_keys_the_admin_routes_are_closed(monkeypatch, auth):
         for headers in ({}, auth, ADMIN):
             r = c.get("/admin/variants", headers=headers)
             assert r.status_code == 403 and "auth.admin_keys" in r.json()["error"]["message"]
+
+
+# -- the rollout helper ----------------------------------------------------------------------
+
+
+def test_histogram_quantile_interpolates_as_prometheus_does():
+    buckets = [(0.1, 50.0), (0.5, 90.0), (1.0, 100.0), (math.inf, 100.0)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.7, buckets) == pytest.approx(0.3)  # halfway through 0.1-0.5
+    assert histogram_quantile(0.99, buckets) == pytest.approx(0.95)
+    assert histogram_quantile(0.99, [(0.1, 1.0), (math.inf, 10.0)]) == 0.1  # in +Inf
+    assert math.isnan(histogram_quantile(0.99, [(0.1, 0.0), (math.inf, 0.0)]))
+
+
+def test_a_step_holds_only_on_enough_healthy_answers():
+    guard = Guard(max_error_rate=0.05, max_ttft_p99_s=0.5, min_requests=20)
+    fast = ((0.1, 40.0), (1.0, 40.0), (math.inf, 40.0))
+    slow = ((0.1, 20.0), (1.0, 40.0), (math.inf, 40.0))
+    assert guard.judge(ArmSample(40, 1, fast)) is None
+    assert "fewer than 20" in (guard.judge(ArmSample(19, 0, fast)) or "")
+    assert "error rate 0.100" in (guard.judge(ArmSample(40, 4, fast)) or "")
+    assert "TTFT p99" in (guard.judge(ArmSample(40, 0, slow)) or "")
+
+
+def test_step_weights_give_the_arm_its_share_and_keep_the_others_proportion():
+    assert step_weights({"a": 6, "b": 3, "c": 0}, "c", 10) == {"a": 60, "b": 30, "c": 10}
+    assert step_weights({"a": 0, "b": 1}, "b", 100) == {"a": 0, "b": 100}
+    assert step_weights({"a": 0, "b": 0, "c": 5}, "c", 50) == {"a": 25, "b": 25, "c": 50}
+
+
+def rollout_on(app: Any, guard: Guard, auth: dict[str, str]) -> tuple[Rollout, list[str]]:
+    api = TestClient(app, headers=auth)
+
+    def traffic(_: float) -> None:  # the hold: 40 callers' requests
+        for u in range(40):
+            assert chat(api, {}, user=f"r{u}", stream=True).status_code == 200
+
+    lines: list[str] = []
+    rollout = Rollout(
+        TestClient(app, headers=ADMIN), api, "chat", "b", guard, traffic, lines.append
+    )
+    return rollout, lines
+
+
+def test_a_rollout_moves_every_caller_step_by_step_while_the_guard_holds(monkeypatch, auth):
+    app = gateway_app(variant_config(), monkeypatch)
+    rollout, lines = rollout_on(app, Guard(min_requests=5), auth)
+    assert rollout.run([25, 50, 100], hold_s=0) is True
+    assert len(lines) == 3 and all(line.endswith("hold") for line in lines), lines
+    api = TestClient(app, headers=auth)
+    assert {chat(api, {}, user=f"x{u}").json()["variant"] for u in range(30)} == {"b"}
+
+
+def test_a_rollout_that_fails_its_guard_restores_the_weights(monkeypatch, auth):
+    app = gateway_app(variant_config(), monkeypatch)
+    rollout, lines = rollout_on(app, Guard(max_ttft_p99_s=0.0, min_requests=5), auth)
+    assert rollout.run([25, 50, 100], hold_s=0) is False
+    assert "FAIL: TTFT p99" in lines[0] and lines[-1].startswith("rolled back")
+    listed = TestClient(app, headers=ADMIN).get("/admin/variants").json()["data"]
+    assert next(e for e in listed if e["name"] == "chat")["weights_from"] == "config"
