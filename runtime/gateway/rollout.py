@@ -9,10 +9,11 @@ proportion they had) through ``PUT /admin/variants/{name}``, holds, and then jud
 what the application itself counted during the hold -- ``raygent_request_duration_seconds``
 (the share of answers with a 5xx status) and ``raygent_time_to_first_token_seconds`` (p99,
 interpolated in its buckets as Prometheus' ``histogram_quantile`` does), both labelled with the
-variant. A step with fewer than ``--min-requests`` answers from the arm has shown nothing, and
-fails too: a rollout goes on only on evidence. On a failed step the weights go back to what
-they were before the rollout (the configured ones if they came from the config) and the
-command exits 1.
+variant. TTFT is observed for streamed answers; a hold with none judges the p99 of the whole
+answers' durations instead (a client of a plain answer gets its first token with its last).
+A step with fewer than ``--min-requests`` answers from the arm has shown nothing, and fails
+too: a rollout goes on only on evidence. On a failed step the weights go back to what they were
+before the rollout (the configured ones if they came from the config) and the command exits 1.
 
 The metrics are read from the gateway's ``/metrics``, which answers for the replica that
 serves the scrape; with several gateway replicas, point ``--metrics-url`` at a Prometheus
@@ -47,21 +48,36 @@ class ArmSample:
     requests: float = 0.0
     errors: float = 0.0
     ttft_buckets: tuple[tuple[float, float], ...] = ()  # (le, cumulative count), le ascending
+    duration_buckets: tuple[tuple[float, float], ...] = ()  # the same, of whole requests
 
     def since(self, before: ArmSample) -> ArmSample:
         """The counts between ``before`` and this sample."""
-        old = dict(before.ttft_buckets)
         return ArmSample(
             self.requests - before.requests,
             self.errors - before.errors,
-            tuple((le, n - old.get(le, 0.0)) for le, n in self.ttft_buckets),
+            _minus(self.ttft_buckets, before.ttft_buckets),
+            _minus(self.duration_buckets, before.duration_buckets),
         )
+
+    def first_token_p99(self) -> float:
+        """p99 time to the first token: of streamed answers, else of whole ones (NaN: none)."""
+        if self.ttft_buckets and self.ttft_buckets[-1][1] > 0:
+            return histogram_quantile(0.99, self.ttft_buckets)
+        return histogram_quantile(0.99, self.duration_buckets)
+
+
+def _minus(
+    after: tuple[tuple[float, float], ...], before: tuple[tuple[float, float], ...]
+) -> tuple[tuple[float, float], ...]:
+    old = dict(before)
+    return tuple((le, n - old.get(le, 0.0)) for le, n in after)
 
 
 def sample_arm(metrics_text: str, name: str, arm: str) -> ArmSample:
     """The arm's counters in a Prometheus text body (summed over routes)."""
     requests = errors = 0.0
-    buckets: dict[float, float] = {}
+    ttft: dict[float, float] = {}
+    duration: dict[float, float] = {}
     for family in text_string_to_metric_families(metrics_text):
         for s in family.samples:
             if s.labels.get("target") != name or s.labels.get("variant") != arm:
@@ -70,10 +86,11 @@ def sample_arm(metrics_text: str, name: str, arm: str) -> ArmSample:
                 requests += s.value
                 if s.labels.get("status", "").startswith("5"):
                     errors += s.value
-            elif s.name == f"{_TTFT}_bucket":
+            elif s.name in (f"{_TTFT}_bucket", f"{_REQUESTS}_bucket"):
+                into = ttft if s.name.startswith(_TTFT) else duration
                 le = float(s.labels["le"])
-                buckets[le] = buckets.get(le, 0.0) + s.value
-    return ArmSample(requests, errors, tuple(sorted(buckets.items())))
+                into[le] = into.get(le, 0.0) + s.value
+    return ArmSample(requests, errors, tuple(sorted(ttft.items())), tuple(sorted(duration.items())))
 
 
 def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -110,7 +127,7 @@ class Guard:
         rate = hold.errors / hold.requests
         if rate > self.max_error_rate:
             return f"error rate {rate:.3f} over {self.max_error_rate:g}"
-        p99 = histogram_quantile(0.99, hold.ttft_buckets)
+        p99 = hold.first_token_p99()
         if not math.isnan(p99) and p99 > self.max_ttft_p99_s:
             return f"TTFT p99 {p99:.3f} s over {self.max_ttft_p99_s:g} s"
         return None
@@ -174,7 +191,7 @@ class Rollout:
             self._wait(hold_s)
             hold = self._sample().since(start)
             failed = self.guard.judge(hold)
-            p99 = histogram_quantile(0.99, hold.ttft_buckets)
+            p99 = hold.first_token_p99()
             self._log(
                 f"{self.name}/{self.arm} at {percent:g}%: {hold.requests:g} answers, "
                 f"{hold.errors:g} errors, TTFT p99 {p99 * 1000:.0f} ms -> "

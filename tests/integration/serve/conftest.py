@@ -29,6 +29,7 @@ collect_ignore_glob = (
 sys.path.insert(0, str(Path(__file__).parents[1] / "ray"))
 
 API_KEYS = ("sk-test-one", "sk-test-two")
+ADMIN_KEY = "sk-test-admin"
 APP = "raygent-e2e"
 VARIANTS = "tiny-ab"  # a name answered by two variants: the default model and VARIANT_MODEL
 VARIANT_MODEL = "tiny-b"
@@ -116,7 +117,7 @@ def app_config(cache_redis):
 
     agents = "examples.assistant:Assistant"
     cfg = load_config(
-        env={"RAYGENT_API_KEYS": ",".join(API_KEYS)},
+        env={"RAYGENT_API_KEYS": ",".join(API_KEYS), "RAYGENT_ADMIN_KEYS": ADMIN_KEY},
     )
     cfg = cfg.model_copy(
         update={

@@ -1,7 +1,8 @@
 """Variants through the real application: ``tiny-ab`` is answered by two variants of the tiny
 model with different engine settings -- ``a``, the package's ``default`` engine, and ``b``,
 ``tiny-b`` (``max_num_seqs`` 8), a second vLLM engine in the gateway replica -- on real Serve
-(HAProxy ingress), real vLLM and the package's Redis response cache.
+(HAProxy ingress), real vLLM and the package's Redis response cache; weights change through
+the admin route, whose write reaches the replica through the real registry's state feed.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import uuid
 import httpx
 import pytest
 
+from runtime.gateway.rollout import Guard, Rollout
 from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER
 
-from .conftest import API_KEYS, APP, VARIANT_MODEL, VARIANTS
+from .conftest import ADMIN_KEY, API_KEYS, APP, VARIANT_MODEL, VARIANTS
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +140,55 @@ def test_variants_keep_apart_in_the_cache_and_in_the_metrics(variant_b_loaded, a
         if s.name == "raygent_request_duration_seconds_count" and s.value
     }
     assert {(VARIANTS, "a"), (VARIANTS, "b"), ("default", "")} <= counted, counted
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def _arms(http: httpx.Client, users: range) -> dict[str, str]:
+    """Each caller's arm (the ``user`` field is the sticky key)."""
+    out = {}
+    for u in users:
+        r = http.post(CHAT, json=_body("Hi", user=f"user-{u}", temperature=0.8))
+        assert r.status_code == 200, r.text
+        out[f"user-{u}"] = r.json()["variant"]
+    return out
+
+
+def test_the_admin_route_moves_traffic_and_a_rollout_rolls_back_on_its_guard(
+    variant_b_loaded, auth
+):
+    url = variant_b_loaded
+    with (
+        httpx.Client(base_url=url, headers=auth, timeout=60) as http,
+        httpx.Client(base_url=url, headers=ADMIN, timeout=30) as admin,
+    ):
+        try:
+            assert http.get("/admin/variants").status_code == 401  # an API key does not open it
+            before = _arms(http, range(24))
+            assert set(before.values()) == {"a", "b"}, before
+            r = admin.put(f"/admin/variants/{VARIANTS}", json={"weights": {"a": 0}})
+            assert r.status_code == 200 and r.json()["weights_from"] == "admin", r.text
+            assert set(_arms(http, range(24)).values()) == {"b"}
+            assert admin.delete(f"/admin/variants/{VARIANTS}").status_code == 200
+            assert _arms(http, range(24)) == before  # the same callers on the same arms
+
+            lines: list[str] = []
+
+            def hold(_: float) -> None:
+                _arms(http, range(100, 112))
+
+            # TTFT p99 below 1 microsecond: no real engine holds that, so the first step fails
+            strict = Guard(max_ttft_p99_s=1e-6, min_requests=3)
+            rollout = Rollout(admin, http, VARIANTS, "b", strict, hold, lines.append)
+            assert rollout.run([75, 100], hold_s=0) is False, lines
+            assert "FAIL: TTFT p99" in lines[0], lines
+            entry = next(e for e in admin.get("/admin/variants").json()["data"])
+            assert entry["weights_from"] == "config", entry
+
+            lines.clear()
+            rollout = Rollout(admin, http, VARIANTS, "b", Guard(min_requests=3), hold, lines.append)
+            assert rollout.run([75, 100], hold_s=0) is True, lines
+            assert set(_arms(http, range(24)).values()) == {"b"}
+        finally:
+            admin.delete(f"/admin/variants/{VARIANTS}")

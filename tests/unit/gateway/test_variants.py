@@ -342,6 +342,9 @@ def test_a_step_holds_only_on_enough_healthy_answers():
     assert "fewer than 20" in (guard.judge(ArmSample(19, 0, fast)) or "")
     assert "error rate 0.100" in (guard.judge(ArmSample(40, 4, fast)) or "")
     assert "TTFT p99" in (guard.judge(ArmSample(40, 0, slow)) or "")
+    # no streamed answer in the hold: the whole answers' p99 is the first token's
+    assert "TTFT p99" in (guard.judge(ArmSample(40, 0, (), slow)) or "")
+    assert guard.judge(ArmSample(40, 0, ((0.1, 0.0), (math.inf, 0.0)), fast)) is None
 
 
 def test_step_weights_give_the_arm_its_share_and_keep_the_others_proportion():
