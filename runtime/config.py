@@ -419,6 +419,19 @@ class VariantArmConfig(_Section):
     system_prompt: str | None = None
     """A prompt variant: sent before the client's messages as a system message (a text
     completion's prompt gets it as a first paragraph)."""
+    shadow: float | None = Field(None, gt=0, le=1)
+    """A shadow arm: this share of the name's requests is copied to it after the client's
+    answer is done, and its outcome and latency recorded (``raygent_shadow_*``); it never
+    answers a client (its weight is 0), nor delays or changes an answer."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shadows_take_no_traffic(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("shadow") is not None:
+            if data.get("weight", 0) != 0:
+                raise ValueError("a shadow arm answers no client: its weight must be 0")
+            data = {**data, "weight": 0}
+        return data
 
 
 class VariantsConfig(_Section):
@@ -437,6 +450,10 @@ class VariantsConfig(_Section):
     sticky: Literal["session", "tenant"] = "session"
     """What keeps a caller on its variant: ``session`` (session header or ``user``, else the
     tenant) or ``tenant`` (the API key, with ``x-raygent-tenant``)."""
+    shadow_max_inflight: int = Field(2, ge=1)
+    """Copies to shadow arms one gateway replica runs at once; a copy that finds them all
+    busy is dropped (counted), so shadows cannot pile up behind a slow arm. They also queue
+    at the model as ``batch`` work, which its admission sheds before any client's request."""
 
     @field_validator("arms")
     @classmethod

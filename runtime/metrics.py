@@ -35,12 +35,13 @@ from prometheus_client.exposition import choose_encoder
 
 from runtime.config import TelemetryConfig
 
-__all__ = ["CACHE_RESULTS", "QUEUE_KINDS", "Metrics"]
+__all__ = ["CACHE_RESULTS", "QUEUE_KINDS", "Metrics", "ShadowOutcome"]
 
 log = logging.getLogger(__name__)
 
 CacheResult = Literal["hit", "miss", "bypass", "error"]
 QueueKind = Literal["mailbox", "task_queue"]
+ShadowOutcome = Literal["same", "different", "error", "dropped"]
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -79,6 +80,8 @@ class _Instruments:
     cache_hit_ratio: Gauge
     queue_depth: Gauge
     in_flight: Gauge
+    shadow_requests: Counter
+    shadow_seconds: Histogram
 
 
 def _instruments(registry: CollectorRegistry) -> _Instruments:
@@ -134,6 +137,22 @@ def _instruments(registry: CollectorRegistry) -> _Instruments:
         ),
         in_flight=Gauge(
             "raygent_requests_in_flight", "Requests being served by this replica.", registry=r
+        ),
+        shadow_requests=Counter(
+            "raygent_shadow_requests",
+            "Requests copied to a shadow variant, by outcome: same or different (its answer's "
+            "text against the one the client got), error, or dropped (the shadow bound was "
+            "full).",
+            ["target", "variant", "outcome"],
+            registry=r,
+        ),
+        shadow_seconds=Histogram(
+            "raygent_shadow_duration_seconds",
+            "Time a shadow variant took to answer its copy (compare with "
+            "raygent_request_duration_seconds of the arm that answered the client).",
+            ["target", "variant"],
+            buckets=REQUEST_BUCKETS_S,
+            registry=r,
         ),
     )
 
@@ -200,6 +219,17 @@ class Metrics:
         self._m.output_tokens.labels(target, variant).inc(output_tokens)
         if seconds > 0:
             self._m.tokens_per_second.labels(target, variant).observe(output_tokens / seconds)
+
+    def observe_shadow(
+        self, target: str, variant: str, outcome: ShadowOutcome, seconds: float | None = None
+    ) -> None:
+        """One copy of a request to a shadow variant: its outcome, and how long the shadow
+        took (not for a dropped copy)."""
+        if self._m is None:
+            return
+        self._m.shadow_requests.labels(target, variant, outcome).inc()
+        if seconds is not None:
+            self._m.shadow_seconds.labels(target, variant).observe(seconds)
 
     def cache_event(self, result: CacheResult, lookup_seconds: float | None = None) -> None:
         """One response-cache decision: ``hit``, ``miss``, ``bypass`` (not cacheable) or

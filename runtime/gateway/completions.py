@@ -47,7 +47,7 @@ from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_ev
 from runtime.gateway.openai_format import render as render_json
 from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
 from runtime.gateway.variants import VARIANT_HEADER, WEIGHTS_KEY, Arm, VariantRouter
-from runtime.metrics import Metrics
+from runtime.metrics import Metrics, ShadowOutcome
 from runtime.models import (
     ModelDelta,
     ModelServerClient,
@@ -110,6 +110,8 @@ class Completions:
         self._telemetry = telemetry
         self._timeout = config.limits.request_timeout_s
         self._variants = {n: VariantRouter(n, v) for n, v in config.variants.items()}
+        self._shadow_inflight = dict.fromkeys(self._variants, 0)
+        self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.names: tuple[str, ...] = tuple(
             dict.fromkeys(
                 [*models, *(AGENT_PREFIX + a for a in runtime.spec.classes), *self._variants]
@@ -216,6 +218,7 @@ class Completions:
         target = self._target(req, tenant, session, variant)
         sp = req.sampling(self._cfg.limits)
         prompt: Any = req.turns() if isinstance(req, ChatCompletionRequest) else req.text()
+        client_prompt = prompt
         if target.system_prompt is not None:
             prompt = _with_system_prompt(prompt, target.system_prompt)
         params = sp.to_dict()
@@ -245,6 +248,13 @@ class Completions:
                 root.attributes["raygent.variant"] = target.variant
             with self._telemetry.span("raygent.cache", root.context) as cache_span:
                 call = _Call(self, target, kind, prompt, sp, cache_span.context, salt, priority)
+                router = self._variants.get(req.model)
+                shadows = router.shadows() if router is not None else []
+                if shadows:
+                    assert router is not None
+                    call.on_answer = self._copier(
+                        router, shadows, kind, client_prompt, sp, salt, cache_span.context
+                    )
                 if req.stream:
                     response = await self._stream(call, key, decision, req.include_usage)
                 else:
@@ -281,6 +291,7 @@ class Completions:
 
         value, status = await self._cache.get_or_compute(key, produce, decision)
         done = done_here[0] if done_here else Completed.from_bytes(value or b"")
+        call.answered(done)
         self._cache_metric(status)
         body = render_json(done, call.target.variant)
         return JSONResponse(body, headers={CACHE_HEADER: status})
@@ -338,6 +349,7 @@ class Completions:
         per chunk, 12 % of a hit's gateway CPU under py-spy), nor a socket write per chunk --
         a hit's cost is the gateway's, and it shares the loop with live streams."""
         self._cache_metric("hit")
+        call.answered(done)
         fmt = StreamFormat(done.kind, done.model, include_usage, call.target.variant)
         return Response(
             b"".join(fmt.replay(done)),
@@ -381,6 +393,7 @@ class Completions:
             finally:
                 await deltas.aclose()
                 call.finished(acc)
+                call.answered(acc.result())
                 if finish is not None:
                     await finish(acc.result())
 
@@ -388,6 +401,66 @@ class Completions:
 
     def _cache_metric(self, status: str) -> None:
         self._metrics.cache_event(status)
+
+    # -- shadow variants -----------------------------------------------------------------------
+
+    def _copier(
+        self,
+        router: VariantRouter,
+        arms: list[Arm],
+        kind: Kind,
+        prompt: Any,
+        sp: SamplingParams,
+        salt: str | None,
+        trace: TraceContext,
+    ) -> Callable[[Completed | None], None]:
+        """What copies this request to its shadow arms once its answer is done: a task per
+        copy, started only while fewer than ``shadow_max_inflight`` of the name's copies run
+        (else counted as dropped), so the client's answer never waits on a shadow."""
+
+        def copy(primary: Completed | None) -> None:
+            for arm in arms:
+                if self._shadow_inflight[router.name] >= router.shadow_max_inflight:
+                    self._metrics.observe_shadow(router.name, arm.name, "dropped")
+                    continue
+                self._shadow_inflight[router.name] += 1
+                task = asyncio.create_task(
+                    self._shadow(router, arm, kind, prompt, sp, salt, trace, primary)
+                )
+                self._shadow_tasks.add(task)
+                task.add_done_callback(self._shadow_tasks.discard)
+
+        return copy
+
+    async def _shadow(
+        self,
+        router: VariantRouter,
+        arm: Arm,
+        kind: Kind,
+        prompt: Any,
+        sp: SamplingParams,
+        salt: str | None,
+        trace: TraceContext,
+        primary: Completed | None,
+    ) -> None:
+        """One copy: the shadow arm answers as a ``batch`` request (a model's admission sheds
+        it before any client's), uncached; its outcome and time are recorded."""
+        started = time.monotonic()
+        outcome: ShadowOutcome
+        try:
+            if arm.system_prompt is not None:
+                prompt = _with_system_prompt(prompt, arm.system_prompt)
+            call = _Call(self, self._arm(router, arm), kind, prompt, sp, trace, salt, "batch")
+            done = await call.whole()
+        except Exception as exc:  # noqa: BLE001 - a shadow's failure is its outcome
+            log.debug("shadow %s/%s failed: %r", router.name, arm.name, exc)
+            outcome = "error"
+        else:
+            same = primary is not None and done.texts == primary.texts
+            outcome = "same" if same else "different"
+        finally:
+            self._shadow_inflight[router.name] -= 1
+        self._metrics.observe_shadow(router.name, arm.name, outcome, time.monotonic() - started)
 
 
 class _Accumulator:
@@ -453,6 +526,14 @@ class _Call:
         self.started = time.monotonic()
         self._deadline = self.started + owner._timeout
         self.streamed_agent = False  # an agent's handler streamed this answer (not whole())
+        self.on_answer: Callable[[Completed | None], None] | None = None  # shadow copies
+
+    def answered(self, done: Completed | None) -> None:
+        """The client's answer is done (None: it failed or was cut off): start what waits
+        for that (the copies to shadow arms)."""
+        on_answer, self.on_answer = self.on_answer, None
+        if on_answer is not None:
+            on_answer(done)
 
     def left(self) -> float:
         """Seconds left of the request's timeout (504 when none)."""

@@ -56,6 +56,7 @@ class Arm:
     target: str
     weight: float
     system_prompt: str | None
+    shadow: float | None = None  # the share of requests copied to this arm
 
 
 class VariantRouter:
@@ -69,9 +70,12 @@ class VariantRouter:
     def __init__(self, name: str, config: VariantsConfig) -> None:
         self.name = name
         self.sticky = config.sticky
+        self.shadow_max_inflight = config.shadow_max_inflight
         self.arms = {
-            n: Arm(n, a.target, a.weight, a.system_prompt) for n, a in sorted(config.arms.items())
+            n: Arm(n, a.target, a.weight, a.system_prompt, a.shadow)
+            for n, a in sorted(config.arms.items())
         }
+        self._shadows = [a for a in self.arms.values() if a.shadow]
         self._weighted = [(a, a.weight) for a in self.arms.values() if a.weight > 0]
 
     def pick(
@@ -101,6 +105,10 @@ class VariantRouter:
         if key is None:
             return random.choices([a for a, _ in arms], [w for _, w in arms])[0]
         return max(arms, key=lambda aw: self._score(key, aw[0], aw[1]))[0]
+
+    def shadows(self) -> list[Arm]:
+        """The shadow arms this request is copied to (each by its own sampled share)."""
+        return [a for a in self._shadows if random.random() < (a.shadow or 0.0)]
 
     def weights(self, override: Mapping[str, float] | None = None) -> dict[str, float]:
         """Each arm's weight: the configured one, or ``override``'s."""

@@ -33,6 +33,7 @@ ADMIN_KEY = "sk-test-admin"
 APP = "raygent-e2e"
 VARIANTS = "tiny-ab"  # a name answered by two variants: the default model and VARIANT_MODEL
 VARIANT_MODEL = "tiny-b"
+SHADOWED = "tiny-shadowed"  # the default model answers; every request is copied to tiny-b
 
 
 def _free_port() -> int:
@@ -164,7 +165,13 @@ def app_config(cache_redis):
                         "a": VariantArmConfig(target="default"),
                         "b": VariantArmConfig(target=VARIANT_MODEL),
                     }
-                )
+                ),
+                SHADOWED: VariantsConfig(
+                    arms={
+                        "live": VariantArmConfig(target="default"),
+                        "next": VariantArmConfig(target=VARIANT_MODEL, shadow=1.0),
+                    }
+                ),
             },
         }
     )

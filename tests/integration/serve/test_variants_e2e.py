@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 import uuid
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 from runtime.gateway.rollout import Guard, Rollout
 from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER
 
-from .conftest import ADMIN_KEY, API_KEYS, APP, VARIANT_MODEL, VARIANTS
+from .conftest import ADMIN_KEY, API_KEYS, APP, SHADOWED, VARIANT_MODEL, VARIANTS
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +193,44 @@ def test_the_admin_route_moves_traffic_and_a_rollout_rolls_back_on_its_guard(
             assert set(_arms(http, range(24)).values()) == {"b"}
         finally:
             admin.delete(f"/admin/variants/{VARIANTS}")
+
+
+def _shadow_outcomes(http: httpx.Client) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(http.get("/metrics").text)
+        for s in family.samples
+        if s.name == "raygent_shadow_requests_total" and s.labels.get("target") == SHADOWED
+    }
+
+
+def test_a_shadow_gets_copies_of_answered_requests_and_its_outcomes_are_counted(
+    variant_b_loaded, auth
+):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Gateway", app_name=APP)
+
+    def shadow_requests() -> int:
+        return handle.model_stats.remote(VARIANT_MODEL).result(timeout_s=30)["counts"]["requests"]
+
+    before = shadow_requests()
+    with httpx.Client(base_url=variant_b_loaded, headers=auth, timeout=60) as http:
+        for i in range(6):
+            body = {
+                **_body(f"Shadow me {i} {uuid.uuid4().hex[:6]}", temperature=0),
+                "model": SHADOWED,
+            }
+            r = http.post(CHAT, json=body)
+            assert r.status_code == 200, r.text
+            assert r.json()["variant"] == "live" and r.json()["model"] == "default"
+        deadline = time.monotonic() + 60
+        while sum((got := _shadow_outcomes(http)).values()) < 6:
+            assert time.monotonic() < deadline, got
+            time.sleep(0.2)
+    assert got.get("error", 0) == 0, got
+    copied = got.get("same", 0) + got.get("different", 0)
+    assert copied >= 1 and copied + got.get("dropped", 0) == 6, got
+    assert shadow_requests() - before == copied  # the shadow's own engine answered each copy

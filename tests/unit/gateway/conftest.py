@@ -67,14 +67,16 @@ class ScriptedModelHandle:
         words = list(WORDS[:limit])
         return words, "length" if limit < len(WORDS) else "stop"
 
-    async def _whole(self, prompt: Any, params: dict[str, Any], traceparent: Any = None) -> Any:
+    async def _whole(
+        self, prompt: Any, params: dict[str, Any], traceparent: Any = None, **_: Any
+    ) -> Any:
         words, reason = self._words(params)
         n = int(params.get("n") or 1)
         text = "".join(words)
         return ModelReply(text, self.name, reason, Usage(7, len(words) * n), (text,) * n)
 
     async def _stream(
-        self, prompt: Any, params: dict[str, Any], traceparent: Any = None
+        self, prompt: Any, params: dict[str, Any], traceparent: Any = None, **_: Any
     ) -> AsyncIterator[ModelDelta]:
         words, reason = self._words(params)
         n = int(params.get("n") or 1)
@@ -128,8 +130,13 @@ def unit_config(**limits: Any) -> RaygentConfig:
     return cfg.model_copy(update={"limits": cfg.limits.model_copy(update=update)})
 
 
-def gateway_app(config: RaygentConfig, monkeypatch: pytest.MonkeyPatch) -> FastAPI:
-    """The app Serve would run for ``config``, its replica built in-process (see above)."""
+def gateway_app(
+    config: RaygentConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    handles: dict[str, Any] | None = None,
+) -> FastAPI:
+    """The app Serve would run for ``config``, its replica built in-process (see above);
+    ``handles`` replace models' scripted handles by name."""
     made: list[FastAPI] = []
     real_build_http = service.build_http
 
@@ -165,7 +172,8 @@ def gateway_app(config: RaygentConfig, monkeypatch: pytest.MonkeyPatch) -> FastA
     metrics = Metrics(enabled=True)
     telemetry = Telemetry(component="gateway")
     cache = ResponseCache.from_config(config.cache)  # in-process: no Redis in unit tests
-    models = {n: ModelServerClient(ScriptedModelHandle(n), n) for n in config.models}  # type: ignore[arg-type]
+    handles = {n: ScriptedModelHandle(n) for n in config.models} | (handles or {})
+    models = {n: ModelServerClient(h, n) for n, h in handles.items()}
     replica = Replica(
         _spec=spec,
         _cfg=config,

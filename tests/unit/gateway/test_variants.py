@@ -8,10 +8,14 @@ the cache key and the metrics -- runs on the real HTTP app with scripted models
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import math
 import re
+import threading
+import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +30,7 @@ from runtime.gateway.errors import ApiError
 from runtime.gateway.rollout import ArmSample, Guard, Rollout, histogram_quantile, step_weights
 from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER, VariantRouter
 
-from .conftest import API_KEY, gateway_app, sse_data
+from .conftest import API_KEY, ScriptedModelHandle, _Method, gateway_app, sse_data
 
 CHAT = "/v1/chat/completions"
 ADMIN_KEY = "sk-admin-unit"
@@ -383,3 +387,85 @@ def test_a_rollout_that_fails_its_guard_restores_the_weights(monkeypatch, auth):
     assert "FAIL: TTFT p99" in lines[0] and lines[-1].startswith("rolled back")
     listed = TestClient(app, headers=ADMIN).get("/admin/variants").json()["data"]
     assert next(e for e in listed if e["name"] == "chat")["weights_from"] == "config"
+
+
+# -- shadow arms -----------------------------------------------------------------------------
+
+
+def test_a_shadow_arm_takes_no_traffic_of_its_own():
+    arm = VariantsConfig.model_validate(
+        {"arms": {"s": {"target": "m", "shadow": 0.5}, "a": {"target": "m"}}}
+    )
+    assert arm.arms["s"].weight == 0
+    with pytest.raises(ValueError, match="its weight must be 0"):
+        VariantsConfig.model_validate({"arms": {"s": {"target": "m", "shadow": 0.5, "weight": 1}}})
+
+
+class BlockedHandle(ScriptedModelHandle):
+    """A model that answers only once ``release`` is set (from any thread)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.release = threading.Event()
+        self.calls = 0
+        self.chat = _Method(self._blocked)
+
+    async def _blocked(self, prompt: Any, params: dict[str, Any], *args: Any, **kw: Any) -> Any:
+        self.calls += 1
+        await asyncio.to_thread(self.release.wait, 30)
+        return await self._whole(prompt, params, *args, **kw)
+
+
+def shadow_config(share: float = 1.0, max_inflight: int = 2) -> RaygentConfig:
+    cfg = variant_config()
+    shadowed = VariantsConfig.model_validate(
+        {
+            "shadow_max_inflight": max_inflight,
+            "arms": {
+                "live": {"target": "default"},
+                "next": {"target": "default_b", "shadow": share},
+            },
+        }
+    )
+    return cfg.model_copy(update={"variants": {**cfg.variants, "shadowed": shadowed}})
+
+
+def shadow_counts(c: TestClient) -> dict[str, float]:
+    body = c.get("/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
+    return {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+        if s.name == "raygent_shadow_requests_total" and s.labels["variant"] == "next"
+    }
+
+
+def test_copies_go_to_the_shadow_after_the_answer_and_are_compared(monkeypatch, auth):
+    with TestClient(gateway_app(shadow_config(), monkeypatch), raise_server_exceptions=False) as c:
+        for stream in (False, True, False):
+            r = chat(c, auth, model="shadowed", stream=stream, temperature=0)
+            assert r.status_code == 200 and r.headers[VARIANT_HEADER] == "live"
+        # the third was a cache hit: copied too (the shadow sees real traffic, hits included)
+        assert r.headers["x-raygent-cache"] == "hit"
+        counts = poll(lambda: shadow_counts(c), lambda got: got.get("same") == 3)
+        assert counts == {"same": 3.0}  # the scripted models answer alike
+
+
+def test_shadows_never_delay_an_answer_and_beyond_their_bound_are_dropped(monkeypatch, auth):
+    blocked = BlockedHandle("default_b")
+    app = gateway_app(shadow_config(max_inflight=1), monkeypatch, {"default_b": blocked})
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for i in range(3):  # the shadow is stuck: answers still come at once
+            r = chat(c, auth, model="shadowed", user=f"u{i}", temperature=0.9)
+            assert r.status_code == 200 and r.json()["model"] == "default"
+        assert shadow_counts(c) == {"dropped": 2.0} and blocked.calls == 1
+        blocked.release.set()
+        poll(lambda: shadow_counts(c), lambda got: got.get("same") == 1)
+
+
+def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not done(got := read()):
+        assert time.monotonic() < deadline, got
+        time.sleep(0.02)
+    return got
