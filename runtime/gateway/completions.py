@@ -215,7 +215,12 @@ class Completions:
         header) and ``variant`` (the override header) choose the arm of a name with
         variants."""
         kind: Kind = "chat" if isinstance(req, ChatCompletionRequest) else "text"
-        target = self._target(req, tenant, session, variant)
+        router = self._variants.get(req.model)
+        key = None
+        if router is not None:  # the caller's sticky key: its session, user, else tenant
+            named = tenant if tenant != ANONYMOUS else None
+            key = router.sticky_key(session=session, user=req.user, tenant=named)
+        target = self.resolve(req.model, key=key, variant=variant)
         sp = req.sampling(self._cfg.limits)
         prompt: Any = req.turns() if isinstance(req, ChatCompletionRequest) else req.text()
         client_prompt = prompt
@@ -248,10 +253,8 @@ class Completions:
                 root.attributes["raygent.variant"] = target.variant
             with self._telemetry.span("raygent.cache", root.context) as cache_span:
                 call = _Call(self, target, kind, prompt, sp, cache_span.context, salt, priority)
-                router = self._variants.get(req.model)
                 shadows = router.shadows() if router is not None else []
-                if shadows:
-                    assert router is not None
+                if router is not None and shadows:
                     call.on_answer = self._copier(
                         router, shadows, kind, client_prompt, sp, salt, cache_span.context
                     )
@@ -266,20 +269,6 @@ class Completions:
                     {"raygent.cache.status": status, "raygent.cache.shared": shared}
                 )
             return response
-
-    def _target(
-        self,
-        req: ChatCompletionRequest | CompletionRequest,
-        tenant: str,
-        session: str | None,
-        variant: str | None,
-    ) -> Target:
-        router = self._variants.get(req.model)
-        if router is None:
-            return self.resolve(req.model, variant=variant)
-        named = tenant if tenant != ANONYMOUS else None
-        key = router.sticky_key(session=session, user=req.user, tenant=named)
-        return self.resolve(req.model, key=key, variant=variant)
 
     async def _plain(self, call: _Call, key: str, decision: CacheDecision) -> JSONResponse:
         done_here: list[Completed] = []
