@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,10 +258,11 @@ class Completions:
                     call.on_answer = self._copier(
                         router, shadows, kind, client_prompt, sp, salt, cache_span.context
                     )
-                if req.stream:
-                    response = await self._stream(call, key, decision, req.include_usage)
-                else:
-                    response = await self._plain(call, key, decision)
+                with _naming(target.variant):
+                    if req.stream:
+                        response = await self._stream(call, key, decision, req.include_usage)
+                    else:
+                        response = await self._plain(call, key, decision)
                 status = response.headers.get(CACHE_HEADER, "")
                 if target.variant is not None:
                     response.headers[VARIANT_HEADER] = target.variant
@@ -689,6 +690,24 @@ class _Call:
 
 
 _DEFAULTS = SamplingParams().to_dict()
+
+
+@contextlib.contextmanager
+def _naming(variant: str | None) -> Iterator[None]:
+    """An error of a variant's answer names the variant too (its ``x-raygent-variant``
+    header), so clients and metrics count errors per variant."""
+    try:
+        yield
+    except ApiError as exc:
+        if variant is not None:
+            exc.headers[VARIANT_HEADER] = variant
+        raise
+    except AgentError as exc:
+        if variant is None:
+            raise
+        err = from_agent_error(exc)
+        err.headers[VARIANT_HEADER] = variant
+        raise err from exc
 
 
 def _with_system_prompt(prompt: Any, system: str) -> Any:

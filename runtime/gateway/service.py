@@ -487,6 +487,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 return response
             except ApiError as exc:
                 status = exc.status
+                variant = exc.headers.get(VARIANT_HEADER, "")
                 raise
             except AgentError as exc:
                 status = from_agent_error(exc).status

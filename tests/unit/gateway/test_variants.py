@@ -23,6 +23,7 @@ import yaml
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from agents.errors import ModelError
 from runtime.config import RaygentConfig, VariantsConfig, load_config
 from runtime.errors import ConfigError
 from runtime.gateway import completions as completions_module
@@ -469,3 +470,31 @@ def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float 
         assert time.monotonic() < deadline, got
         time.sleep(0.02)
     return got
+
+
+class FailingHandle(ScriptedModelHandle):
+    """A model whose every call fails as an engine error does."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.chat = _Method(self._fail)
+
+    async def _fail(self, *_: Any, **__: Any) -> Any:
+        raise ModelError(f"{self.name}: the engine died")
+
+
+def test_an_arms_errors_name_the_arm_and_count_under_it(monkeypatch, auth):
+    app = gateway_app(variant_config(), monkeypatch, {"default_b": FailingHandle("default_b")})
+    with TestClient(app, raise_server_exceptions=False) as c:
+        bad = chat(c, auth, headers={VARIANT_HEADER: "b"})
+        assert bad.status_code >= 500 and bad.headers[VARIANT_HEADER] == "b", bad.text
+        good = chat(c, auth, headers={VARIANT_HEADER: "a"})
+        assert good.status_code == 200
+        body = c.get("/metrics", headers=auth).text
+        counted = {
+            (s.labels["variant"], s.labels["status"])
+            for family in text_string_to_metric_families(body)
+            for s in family.samples
+            if s.name == "raygent_request_duration_seconds_count" and s.value
+        }
+        assert counted == {("b", str(bad.status_code)), ("a", "200")}
