@@ -264,6 +264,7 @@ class AiohttpClient(Client):
             async with session.post(url, data=body) as resp:
                 rec.status = resp.status
                 rec.cache = resp.headers.get("x-raygent-cache", "")
+                rec.variant = resp.headers.get("x-raygent-variant", "")
                 if resp.status != 200:
                     rec.error = f"http_{resp.status}"
                     rec.retry_after = resp.headers.get("retry-after", "")
@@ -324,6 +325,7 @@ class RawClient(Client):
         def on_head(status: int, headers: dict[bytes, bytes]) -> None:
             rec.status = status
             rec.cache = headers.get(b"x-raygent-cache", b"").decode()
+            rec.variant = headers.get(b"x-raygent-variant", b"").decode()
             if status != 200:
                 rec.error = f"http_{status}"
                 rec.retry_after = headers.get(b"retry-after", b"").decode()
@@ -404,6 +406,7 @@ class HttpxClient(Client):
             ) as resp:
                 rec.status = resp.status_code
                 rec.cache = resp.headers.get("x-raygent-cache", "")
+                rec.variant = resp.headers.get("x-raygent-variant", "")
                 if resp.status_code != 200:
                     rec.error = f"http_{resp.status_code}"
                     rec.retry_after = resp.headers.get("retry-after", "")

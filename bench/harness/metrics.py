@@ -40,9 +40,11 @@ from typing import Any
 from bench.harness.errors import ConfigError
 
 __all__ = [
+    "BREAKDOWN_COLUMNS",
     "DEFAULT_PERCENTILES",
     "Gate",
     "RequestRecord",
+    "breakdown_row",
     "check_gates",
     "describe",
     "flat_metrics",
@@ -74,6 +76,7 @@ class RequestRecord:
     error: str = ""  # "" = success; else a kind: http_<status>, timeout, connection, ...
     error_detail: str = ""
     cache: str = ""  # x-raygent-cache: hit | miss | bypass | "" (header absent)
+    variant: str = ""  # x-raygent-variant: the arm that answered a name with variants
     retry_after: str = ""
     queue_s: float = 0.0
     model: str = ""
@@ -205,7 +208,8 @@ def summarize(
         duration_s: first request sent to last one finished (see the module docstring).
         slo: ``--slo`` bounds in ms for goodput; empty means goodput is not reported.
         percentiles: extra percentiles beyond median, p90 and p99.
-        by_model: add a ``per_model`` breakdown (per agent, with ``model=agent:<name>``).
+        by_model: add a ``per_model`` breakdown (per agent, with ``model=agent:<name>``), and
+            a ``per_variant`` one (``<model>/<variant>``) when the answers name variants.
     """
     pcts = list(percentiles)
     slo = slo or {}
@@ -246,7 +250,38 @@ def summarize(
                 )
                 for m in models
             }
+        variants = sorted({(r.model, r.variant) for r in records if r.variant})
+        if variants:  # requests that failed before an arm was chosen name none
+            out["per_variant"] = {
+                f"{m}/{v}": summarize(
+                    [r for r in records if r.model == m and r.variant == v],
+                    duration_s,
+                    slo,
+                    pcts,
+                    by_model=False,
+                )
+                for m, v in variants
+            }
     return out
+
+
+BREAKDOWN_COLUMNS = (
+    "ok", "failed", "error rate", "req/s", "goodput", "TTFT p50", "TPOT p50", "E2E p99",
+)  # fmt: skip
+
+
+def breakdown_row(s: dict[str, Any]) -> list[Any]:
+    """One line of a per-model or per-variant table, in ``BREAKDOWN_COLUMNS`` order."""
+    return [
+        s["completed"],
+        s["failed"],
+        s["error_rate"],
+        s["request_throughput"],
+        s["goodput"],
+        s["ttft_ms"].get("median"),
+        s["tpot_ms"].get("median"),
+        s["e2el_ms"].get("p99"),
+    ]
 
 
 def _cache_block(ok: Sequence[RequestRecord], pcts: list[float]) -> dict[str, Any]:

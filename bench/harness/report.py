@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.harness.metrics import flat_metrics
+from bench.harness.metrics import BREAKDOWN_COLUMNS, breakdown_row, flat_metrics
 
 __all__ = ["print_summary", "write_outputs"]
 
@@ -137,21 +137,9 @@ def print_summary(result: dict[str, Any], console: Any = None) -> None:
         for k, v in _detail_rows(s, pcts):
             t.add_row(k, v)
         console.print(t)
-        if s.get("per_model"):
-            pm = Table(title="per model / agent", title_justify="left")
-            for col in ("model", "ok", "failed", "req/s", "goodput", "TTFT p50", "E2E p99"):
-                pm.add_column(col, justify="right")
-            for m, ms in s["per_model"].items():
-                pm.add_row(
-                    m,
-                    str(ms["completed"]),
-                    str(ms["failed"]),
-                    _n(ms["request_throughput"]),
-                    _n(ms["goodput"]),
-                    _n(ms["ttft_ms"].get("median")),
-                    _n(ms["e2el_ms"].get("p99")),
-                )
-            console.print(pm)
+        for key, title in (("per_model", "per model / agent"), ("per_variant", "per variant")):
+            if s.get(key):
+                console.print(_breakdown(title, s[key]))
     if len(steps) > 1 and not result.get("saturation"):
         console.print("[bold]saturation:[/bold] not reached (every step still scaled)")
     if result.get("saturation"):
@@ -185,6 +173,7 @@ _CSV_FIELDS = (
     "status",
     "error",
     "cache",
+    "variant",
     "retry_after",
     "conversation",
     "turn",
@@ -192,6 +181,17 @@ _CSV_FIELDS = (
     "itl_ms",
     "error_detail",
 )
+
+
+def _breakdown(title: str, parts: dict[str, dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for col in ("name", *BREAKDOWN_COLUMNS):
+        t.add_column(col, justify="right")
+    for name, s in parts.items():
+        t.add_row(name, *(_n(v) if not isinstance(v, int) else str(v) for v in breakdown_row(s)))
+    return t
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path, html: bool = True) -> dict[str, Path]:

@@ -17,6 +17,7 @@ from collections import Counter
 from html import escape
 from typing import Any
 
+from bench.harness.metrics import BREAKDOWN_COLUMNS, breakdown_row
 from bench.harness.svg import bar_chart, histogram, line_chart
 
 __all__ = ["CSS", "page", "render_report", "render_sections", "table"]
@@ -306,27 +307,15 @@ def _cache_section(steps: list[dict[str, Any]]) -> str:
     )
 
 
-def _per_model(steps: list[dict[str, Any]]) -> str:
-    rows = []
-    for st in steps:
-        for m, s in (st["summary"].get("per_model") or {}).items():
-            rows.append(
-                [
-                    st["shape"]["label"],
-                    m,
-                    s["completed"],
-                    s["failed"],
-                    s["request_throughput"],
-                    s["goodput"],
-                    s["ttft_ms"].get("median"),
-                    s["e2el_ms"].get("p99"),
-                ]
-            )
+def _breakdown(steps: list[dict[str, Any]], key: str, what: str, none: str) -> str:
+    rows = [
+        [st["shape"]["label"], name, *breakdown_row(s)]
+        for st in steps
+        for name, s in (st["summary"].get(key) or {}).items()
+    ]
     if not rows:
-        return '<p class="muted">One model, no agents: see the summary.</p>'
-    return table(
-        ["step", "model / agent", "ok", "failed", "req/s", "goodput", "TTFT p50", "E2E p99"], rows
-    )
+        return f'<p class="muted">{none}</p>'
+    return table(["step", what, *BREAKDOWN_COLUMNS], rows)
 
 
 def _errors(steps: list[dict[str, Any]], requests: list[dict[str, Any]]) -> str:
@@ -396,7 +385,16 @@ def render_sections(result: dict[str, Any]) -> list[tuple[str, str]]:
         ("Distributions", _distributions(steps, requests)),
         ("Timelines", _timelines(requests)),
         ("Cache", _cache_section(steps)),
-        ("Per model / agent", _per_model(steps)),
+        (
+            "Per model / agent",
+            _breakdown(
+                steps, "per_model", "model / agent", "One model, no agents: see the summary."
+            ),
+        ),
+        (
+            "Per variant",
+            _breakdown(steps, "per_variant", "model / variant", "No answer named a variant."),
+        ),
         ("Errors", _errors(steps, requests)),
         ("Definitions", defs),
     ]

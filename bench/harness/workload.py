@@ -373,7 +373,13 @@ def build_body(
     """The JSON body of ``job``'s turn ``turn``, and the chat messages it sends (the history
     the next turn builds on). ``extra`` (``--temperature``, ``--extra-body``) is merged last."""
     content = job.turns[turn]
-    body: dict[str, Any] = {"model": job.model, "max_tokens": job.max_tokens}
+    # one user per conversation (OpenAI's ``user``): a server that keeps a caller on one variant
+    # or replica by it sees the turns of a conversation as one caller, and the others as many
+    body: dict[str, Any] = {
+        "model": job.model,
+        "max_tokens": job.max_tokens,
+        "user": f"bench-{job.id}",
+    }
     if endpoint == "completions":
         body["prompt"] = content if isinstance(content, str) else json.dumps(content)
         messages: list[dict[str, Any]] = []

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,6 +26,7 @@ from .conftest import ADMIN_KEY, API_KEYS, APP, SHADOWED, VARIANT_MODEL, VARIANT
 pytestmark = pytest.mark.integration
 
 CHAT = "/v1/chat/completions"
+REPO = Path(__file__).resolve().parents[3]
 ARM_MODELS = {"a": "default", "b": VARIANT_MODEL}
 
 
@@ -234,3 +238,46 @@ def test_a_shadow_gets_copies_of_answered_requests_and_its_outcomes_are_counted(
     copied = got.get("same", 0) + got.get("different", 0)
     assert copied >= 1 and copied + got.get("dropped", 0) == 6, got
     assert shadow_requests() - before == copied  # the shadow's own engine answered each copy
+
+
+def test_the_harness_compares_the_variants_over_repeated_runs(variant_b_loaded, tmp_path):
+    out = tmp_path / "variants"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.variants",
+            "--repeat",
+            "2",
+            "--no-progress",
+            "--url",
+            variant_b_loaded,
+            "--api-key",
+            API_KEYS[0],
+            "--model",
+            VARIANTS,
+            "--concurrency",
+            "2",
+            "--num-requests",
+            "16",
+            "--max-tokens",
+            "4",
+            "--input-len",
+            "16",
+            "--slo",
+            "ttft_ms=5000",
+            "--out",
+            str(out),
+        ],  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (arms,) = json.loads((out / "variants.json").read_text())["steps"].values()
+    assert set(arms) == {f"{VARIANTS}/a", f"{VARIANTS}/b"}, arms
+    for figures in arms.values():
+        ttft = figures["TTFT p50 (ms)"]
+        assert ttft["n"] == 2 and ttft["mean"] > 0 and ttft["low"] <= ttft["mean"] <= ttft["high"]
+        assert figures["error rate"]["mean"] == 0

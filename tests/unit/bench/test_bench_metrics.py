@@ -118,6 +118,23 @@ def test_per_agent_breakdown():
     assert pm["agent:b"]["failed"] == 1
 
 
+def test_per_variant_breakdown_from_the_answers_variant_header():
+    def arm(ttft: float, variant: str, error: str = "") -> RequestRecord:
+        r = rec(ttft, [0.01, 0.01], 3, error=error, model="chat")
+        r.variant = variant
+        return r
+
+    recs = [arm(0.1, "a")] * 3 + [arm(0.4, "b"), arm(0.4, "b", "http_503")]
+    recs.append(rec(0.1, [], 1, model="chat", error="http_400"))  # refused before an arm
+    s = summarize(recs, 1.0, slo={"ttft_ms": 200})
+    pv = s["per_variant"]
+    assert sorted(pv) == ["chat/a", "chat/b"]
+    assert pv["chat/a"]["ttft_ms"]["median"] == pytest.approx(100.0)
+    assert pv["chat/b"]["error_rate"] == pytest.approx(0.5)
+    assert (pv["chat/a"]["goodput"], pv["chat/b"]["goodput"]) == (3.0, 0.0)
+    assert "per_variant" not in summarize([rec(0.1, [], 1)], 1.0)
+
+
 def test_parse_slo():
     assert parse_slo("ttft_ms=500, tpot_ms=50") == {"ttft_ms": 500.0, "tpot_ms": 50.0}
     assert parse_slo(None) == {}

@@ -31,6 +31,7 @@ def _records(step, n, ttft):
             input_tokens=8,
             cache="hit" if i % 2 else "miss",
             model="agent:a" if i % 3 else "agent:b",
+            variant="x" if i % 2 else "y",
             step=step,
         )
         if i == 0:
@@ -57,13 +58,15 @@ def test_write_outputs(tmp_path):
     assert data["gates"]["passed"] is False  # step 2's TTFT is 200 ms
     s = data["steps"][0]["summary"]
     assert s["cache"]["hit_ratio"] is not None and set(s["per_model"]) == {"agent:a", "agent:b"}
+    assert set(s["per_variant"]) == {f"agent:{m}/{v}" for m in "ab" for v in "xy"}
     rows = list(csv.DictReader(paths["requests_csv"].open()))
     assert len(rows) == 30 and rows[1]["itl_ms"] == "10.000;20.000"
     summary_rows = list(csv.DictReader(paths["summary_csv"].open()))
     assert [r["label"] for r in summary_rows] == ["concurrency 1", "concurrency 2", "concurrency 4"]
     html = paths["html"].read_text()
     for section in ("Summary", "Latency and throughput per step", "Distributions", "Timelines",
-                    "Cache", "Per model / agent", "Errors", "Definitions"):  # fmt: skip
+                    "Cache", "Per model / agent", "Per variant", "Errors",
+                    "Definitions"):  # fmt: skip
         assert f">{section}</h2>" in html
     # Self-contained: nothing fetched (no scripts, stylesheets, images or links out).
     assert not re.search(r"<script|<link|<img|src=|href=", html)
