@@ -45,7 +45,7 @@ WEIGHTS_KEY = "raygent/variants/{name}"
 """The shared-state key (``ctx.state``, replicated to every replica) of a name's weights as
 the admin route set them; absent: the config's. Keys under ``raygent/`` are the runtime's."""
 
-_SCALE = 2.0**64
+_SCALE = 2.0**53
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,8 @@ class VariantRouter:
                 or w < 0
             ):
                 raise bad(f"{arm}: {w!r} is not a finite number >= 0")
+            if w > 0 and self.arms[arm].shadow:
+                raise bad(f"{arm} is a shadow arm: it answers no client (its weight stays 0)")
             out[arm] = float(w)
         if not any(w > 0 for w in self.weights(out).values()):
             raise bad("at least one arm needs a weight above 0")
@@ -147,7 +149,8 @@ class VariantRouter:
 
     def _score(self, key: str, arm: Arm, weight: float) -> float:
         digest = hashlib.blake2b(f"{self.name}\0{arm.name}\0{key}".encode(), digest_size=8).digest()
-        u = (int.from_bytes(digest, "big") + 0.5) / _SCALE  # in (0, 1), never 0 or 1
+        # 53 bits (a double's mantissa) plus a half: exactly representable, never 0 or 1
+        u = ((int.from_bytes(digest, "big") >> 11) + 0.5) / _SCALE
         return -weight / math.log(u)
 
     def sticky_key(

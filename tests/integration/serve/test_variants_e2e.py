@@ -33,7 +33,7 @@ ARM_MODELS = {"a": "default", "b": VARIANT_MODEL}
 @pytest.fixture(scope="module")
 def variant_b_loaded(gateway_url, ray_session):
     """``tiny-b`` loads on its first request; wait for it (a slow machine may take longer
-    than one request's timeout, and the load goes on past it)."""
+    than one request's timeout, and the load goes on past it). Unloaded after the module."""
     from ray import serve
 
     r = httpx.post(
@@ -42,10 +42,12 @@ def variant_b_loaded(gateway_url, ray_session):
         headers={"Authorization": f"Bearer {API_KEYS[0]}", VARIANT_HEADER: "b"},
         timeout=90,
     )
+    handle = serve.get_deployment_handle("Gateway", app_name=APP)
     if r.status_code != 200:
-        handle = serve.get_deployment_handle("Gateway", app_name=APP)
         handle.model_wait_for_state.remote(VARIANT_MODEL, "ready", 300.0).result(timeout_s=310)
-    return gateway_url
+    yield gateway_url
+    # free the second engine now rather than in the package's teardown
+    assert handle.model_unload.remote(VARIANT_MODEL).result(timeout_s=60)
 
 
 def _body(content: str, **extra) -> dict:

@@ -431,6 +431,12 @@ def shadow_config(share: float = 1.0, max_inflight: int = 2) -> RaygentConfig:
     return cfg.model_copy(update={"variants": {**cfg.variants, "shadowed": shadowed}})
 
 
+def test_the_admin_route_cannot_send_clients_to_a_shadow(monkeypatch):
+    with TestClient(gateway_app(shadow_config(), monkeypatch)) as c:
+        r = c.put("/admin/variants/shadowed", json={"weights": {"next": 1}}, headers=ADMIN)
+        assert r.status_code == 400 and "shadow arm" in r.json()["error"]["message"]
+
+
 def shadow_counts(c: TestClient) -> dict[str, float]:
     body = c.get("/metrics", headers={"Authorization": f"Bearer {API_KEY}"}).text
     return {
