@@ -219,6 +219,10 @@ class ModelConfig(_Section):
     itself warm, requests go to warm replicas when there are any."""
     admission: AdmissionConfig = AdmissionConfig()
     """How much work each engine takes at once, and what it refuses (429) under overload."""
+    engine_niceness: int | None = Field(None, ge=0, le=19)
+    """Niceness of this engine's processes once loaded; None: the serving path's priority.
+    19 for a model that only answers shadow copies on a CPU it shares with a serving engine:
+    it then takes only the CPU the others leave (measured in the README's shadow figures)."""
     tool_call_parser: str | None = Field(None, min_length=1)
     """vLLM tool parser (a ``ToolParserManager`` name: ``hermes``, ``llama3_json``, ...) that
     reads tool calls out of a freely written answer, for ``tool_choice: "auto"`` (vLLM's

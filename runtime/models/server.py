@@ -112,6 +112,7 @@ from runtime.serving import (
     actor_options,
     scaling_options,
     serve_at_node_priority,
+    yield_cpu,
 )
 from runtime.telemetry import Telemetry, genai_attributes, genai_span_name
 
@@ -601,6 +602,8 @@ class ModelHost:
             # the event loop must keep answering health checks and routing-stats calls.
             module = await asyncio.to_thread(importlib.import_module, "runtime.models.engine")
             engine = await module.ModelEngine.start(self._name, self._cfg, self._limits)
+            if self._cfg.engine_niceness is not None:  # before its warm-up's threads start
+                await asyncio.to_thread(yield_cpu, engine.pids, self._cfg.engine_niceness)
             self._last_load_s = time.perf_counter() - t0
             self._m_load.observe(self._last_load_s)
             self._counts["loads"] += 1

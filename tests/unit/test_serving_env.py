@@ -98,6 +98,43 @@ def test_the_cluster_moves_off_the_engine_cores_except_threads_bound_to_them(env
         child.wait()
 
 
+_FAMILY = """
+import os, subprocess, sys, threading, time
+def nicer():  # a thread already below the target: left alone
+    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+    time.sleep(60)
+threading.Thread(target=nicer, daemon=True).start()
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+time.sleep(0.5)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux only")
+def test_yield_cpu_lowers_every_thread_of_the_engine_and_its_children():
+    parent = subprocess.Popen([sys.executable, "-c", _FAMILY], stdout=subprocess.PIPE)
+    try:
+        child = int(parent.stdout.readline())
+        start = os.getpriority(os.PRIO_PROCESS, parent.pid)
+        threads = len(os.listdir(f"/proc/{parent.pid}/task"))
+        changed = serving.yield_cpu([parent.pid], 10)
+        nice = {
+            pid: sorted(
+                os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{pid}/task")
+            )
+            for pid in (parent.pid, child)
+        }
+        assert nice[parent.pid] == [10] * (threads - 1) + [15], nice  # never raised
+        assert set(nice[child]) == {10}
+        assert changed == threads - 1 + len(nice[child]) and start < 10
+        assert serving.yield_cpu([parent.pid], 10) == 0
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 def test_gateway_replicas_auto_is_two_where_the_machine_has_room(env):
     from runtime.config import ModelConfig, ResourcesConfig
 

@@ -154,6 +154,7 @@ def app_config(cache_redis):
                 **cfg.models,
                 VARIANT_MODEL: ModelConfig(
                     engine_args={"max_num_seqs": 8},
+                    engine_niceness=19,  # it serves the shadow too: it yields the CPU
                     load="lazy",
                     idle_unload_s=120.0,
                     resources=ResourcesConfig(num_cpus=0),

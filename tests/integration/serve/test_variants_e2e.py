@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import subprocess
 import sys
 import time
@@ -87,11 +88,31 @@ def test_sessions_stay_on_their_variant_and_each_variant_is_its_own_engine(
     from ray import serve
 
     handle = serve.get_deployment_handle("Gateway", app_name=APP)
-    settings = {
-        arm: handle.model_stats.remote(model).result(timeout_s=30)["max_num_seqs"]
+    stats = {
+        arm: handle.model_stats.remote(model).result(timeout_s=30)
         for arm, model in ARM_MODELS.items()
     }
-    assert settings["b"] == 8 and settings["a"] != 8, settings
+    assert stats["b"]["max_num_seqs"] == 8 and stats["a"]["max_num_seqs"] != 8, stats
+    # engine_niceness: 19 -- every thread of b's engine processes yields the CPU; a's do not
+    nice = {}
+    for arm in ARM_MODELS:
+        pids = [p for pid in stats[arm]["engine_pids"] for p in _family(pid)]
+        nice[arm] = {os.getpriority(os.PRIO_PROCESS, int(t)) for p in pids for t in _tasks(p)}
+    assert nice["b"] == {19} and max(nice["a"]) < 19, nice
+
+
+def _tasks(pid: int) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+
+
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    from runtime.serving import _tree
+
+    return _tree(pid)
 
 
 def test_a_streamed_variant_names_itself_in_every_chunk(variant_b_loaded, auth, openai_spec):
