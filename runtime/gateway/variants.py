@@ -2,8 +2,9 @@
 
 A ``model`` name configured under ``variants`` is answered by one of its arms
 (:class:`~runtime.config.VariantsConfig`). The arm depends only on the name, the caller's
-sticky key and the weights, so every gateway replica -- and the same replica after a restart --
-sends a caller to the same arm: no shared state, no coordination.
+sticky key and the weights -- the config's, or those the admin route set, which every replica
+reads from the replicated shared state -- so every gateway replica, and the same replica after a
+restart, sends a caller to the same arm without asking anyone.
 
 The hash is weighted rendezvous hashing (Schindelhauer and Schomaker's "weighted distributed
 hash tables"): each arm scores ``-weight / ln(u)``, ``u`` a uniform hash of (key, arm) in
