@@ -182,7 +182,8 @@ class Rollout:
         entry = self._entry()
         if self.arm not in entry["arms"]:
             raise ValueError(f"{self.arm!r} is not a variant of {self.name!r}")
-        before = {n: a["weight"] for n, a in entry["arms"].items()}
+        # shadow arms answer no client: they keep weight 0 whatever the step
+        before = {n: a["weight"] for n, a in entry["arms"].items() if not a.get("shadow")}
         from_config = entry["weights_from"] == "config"
         for percent in steps:
             weights = step_weights(before, self.arm, percent)

@@ -540,7 +540,12 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             set_ = self._completions.weights_set(name)
             current = router.weights(set_)
             arms = {
-                n: {"target": a.target, "weight": current[n], "configured_weight": a.weight}
+                n: {
+                    "target": a.target,
+                    "weight": current[n],
+                    "configured_weight": a.weight,
+                    "shadow": a.shadow,
+                }
                 for n, a in router.arms.items()
             }
             source = "admin" if set_ is not None else "config"

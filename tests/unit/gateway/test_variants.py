@@ -270,7 +270,12 @@ def test_the_admin_route_moves_weight_on_the_fly_and_clearing_it_restores_the_co
     listed = client.get("/admin/variants", headers=ADMIN).json()["data"]
     entry = next(e for e in listed if e["name"] == "chat")
     assert entry["weights_from"] == "config"
-    assert entry["arms"]["b"] == {"target": "default_b", "weight": 1.0, "configured_weight": 1.0}
+    assert entry["arms"]["b"] == {
+        "target": "default_b",
+        "weight": 1.0,
+        "configured_weight": 1.0,
+        "shadow": None,
+    }
 
     r = client.put("/admin/variants/chat", json={"weights": {"b": 0}}, headers=ADMIN)
     assert r.status_code == 200, r.text
@@ -504,3 +509,19 @@ def test_an_arms_errors_name_the_arm_and_count_under_it(monkeypatch, auth):
             if s.name == "raygent_request_duration_seconds_count" and s.value
         }
         assert counted == {("b", str(bad.status_code)), ("a", "200")}
+
+
+def test_a_rollout_leaves_shadow_arms_out_of_the_weights(monkeypatch, auth):
+    app = gateway_app(shadow_config(), monkeypatch)
+    api = TestClient(app, headers=auth)
+
+    def traffic(_: float) -> None:
+        for u in range(10):
+            assert chat(api, {}, model="shadowed", user=f"s{u}", stream=True).status_code == 200
+
+    admin = TestClient(app, headers=ADMIN)
+    rollout = Rollout(admin, api, "shadowed", "live", Guard(min_requests=5), traffic, print)
+    # at 50% the rest would go to the other arms: the only other is a shadow, which gets none
+    assert rollout.run([50, 100], hold_s=0) is True
+    entry = next(e for e in admin.get("/admin/variants").json()["data"] if e["name"] == "shadowed")
+    assert entry["arms"]["next"]["weight"] == 0 and entry["arms"]["live"]["weight"] == 100
