@@ -186,9 +186,12 @@ def test_a_session_stays_on_its_variant_and_the_answer_names_it(client, auth):
 
 
 def test_the_user_field_is_the_sticky_key_without_a_session(client, auth):
-    for u in range(10):
+    arms = set()
+    for u in range(20):
         got = {chat(client, auth, user=f"u{u}").json()["variant"] for _ in range(3)}
         assert len(got) == 1
+        arms |= got
+    assert arms == {"a", "b"}  # by user, not by the one API key's tenant they all share
 
 
 def test_the_override_header_picks_the_arm_and_streams_name_it_in_every_chunk(client, auth):
