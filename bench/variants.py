@@ -121,7 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_loop(run_benchmark(cfg))
         steps = result["steps"]
         if not any(st["summary"].get("per_variant") for st in steps):
-            print("bench.variants: no answer named a variant (is --model a name with variants?)")
+            print(
+                "bench.variants: no answer named a variant (is --model a name with variants?)",
+                file=sys.stderr,
+            )
             return 3
         results.append(result)
         print(f"run {i + 1}/{args.repeat} done", file=sys.stderr)

@@ -523,7 +523,8 @@ def test_a_rollout_leaves_shadow_arms_out_of_the_weights(monkeypatch, auth):
             assert chat(api, {}, model="shadowed", user=f"s{u}", stream=True).status_code == 200
 
     admin = TestClient(app, headers=ADMIN)
-    rollout = Rollout(admin, api, "shadowed", "live", Guard(min_requests=5), traffic, print)
+    lines: list[str] = []
+    rollout = Rollout(admin, api, "shadowed", "live", Guard(min_requests=5), traffic, lines.append)
     # at 50% the rest would go to the other arms: the only other is a shadow, which gets none
     assert rollout.run([50, 100], hold_s=0) is True
     entry = next(e for e in admin.get("/admin/variants").json()["data"] if e["name"] == "shadowed")
