@@ -70,27 +70,14 @@ def _get(summary: dict[str, Any], path: tuple[str, ...]) -> float:
 def per_variant_figures(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """By step label and ``<model>/<variant>``: each metric's interval over the runs."""
     out: dict[str, Any] = {}
-    for step_index, step in enumerate(results[0]["steps"] if results else []):
-        label = step["shape"]["label"]
-        names = sorted(
-            {
-                n
-                for r in results
-                for n in (r["steps"][step_index]["summary"].get("per_variant") or {})
-            }
-        )
-        out[label] = {
+    for i, step in enumerate(results[0]["steps"] if results else []):
+        runs = [r["steps"][i]["summary"].get("per_variant") or {} for r in results]
+        out[step["shape"]["label"]] = {
             name: {
-                metric: interval(
-                    [
-                        _get(r["steps"][step_index]["summary"]["per_variant"][name], path)
-                        for r in results
-                        if name in (r["steps"][step_index]["summary"].get("per_variant") or {})
-                    ]
-                )
+                metric: interval([_get(run[name], path) for run in runs if name in run])
                 for metric, path in METRICS
             }
-            for name in names
+            for name in sorted(set().union(*runs))
         }
     return out
 

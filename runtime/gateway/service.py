@@ -64,7 +64,7 @@ from runtime.gateway.schema import (
     TaskRequest,
     VariantWeightsRequest,
 )
-from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER
+from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER, VariantRouter
 from runtime.local import encode_checked
 from runtime.metrics import Metrics
 from runtime.models import (
@@ -523,7 +523,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             await self._completions.set_weights(name, None)
             return self._variant_entry(name)
 
-        def _variant_router(self, name: str) -> Any:
+        def _variant_router(self, name: str) -> VariantRouter:
             router = self._completions.variants.get(name)
             if router is None:
                 raise ApiError(

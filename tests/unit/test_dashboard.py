@@ -9,6 +9,7 @@ rather than as an empty panel.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from importlib.util import find_spec
@@ -36,6 +37,7 @@ def _queries() -> list[tuple[str, str]]:
     return out
 
 
+@functools.cache
 def _exported() -> dict[str, set[str]]:
     """Sample name -> label names, of a gateway's metrics with every kind of sample recorded."""
     m = Metrics()
