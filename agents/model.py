@@ -269,10 +269,14 @@ def _is_finite(value: float) -> bool:
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts of one call, as OpenAI's ``usage``."""
+    """Token counts of one call, as OpenAI's ``usage``. ``cached_tokens``: prompt tokens
+    whose KV the engine found in its prefix cache (OpenAI's
+    ``prompt_tokens_details.cached_tokens``): what a turn sent to the replica that served the
+    conversation's earlier turns saves."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

@@ -217,6 +217,15 @@ class ModelConfig(_Section):
     routing_stats_period_s: float = Field(2.0, gt=0)
     """How often Serve collects each replica's readiness for routing; until a replica reports
     itself warm, requests go to warm replicas when there are any."""
+    affinity: bool = True
+    """Send each conversation to the replica that served its earlier turns (whose prefix cache
+    holds them) while that replica is not overloaded (``runtime.models.router``); a
+    conversation is the caller's ``x-raygent-session`` header, else its opening messages.
+    False: power of two choices only. With ``placement: deployment`` and two replicas or
+    more."""
+    affinity_max_imbalance: int = Field(8, ge=0)
+    """How many more requests than the least loaded replica a conversation's replica may have
+    and still take it; beyond, the request goes to the less loaded replicas."""
     admission: AdmissionConfig = AdmissionConfig()
     """How much work each engine takes at once, and what it refuses (429) under overload."""
     engine_niceness: int | None = Field(None, ge=0, le=19)
@@ -243,12 +252,18 @@ class ModelConfig(_Section):
     @model_validator(mode="after")
     def _scaled_where_placed(self) -> ModelConfig:
         if self.placement == "gateway":
-            for name in ("replicas", "autoscaling", "max_ongoing_requests"):
+            scaled = ("replicas", "autoscaling", "max_ongoing_requests")
+            for name in (*scaled, "affinity", "affinity_max_imbalance"):
                 if name in self.model_fields_set:
+                    hint = (
+                        "set gateway.replicas, gateway.autoscaling or "
+                        "gateway.max_ongoing_requests instead"
+                        if name in scaled
+                        else "its requests are routed to a gateway replica by the ingress"
+                    )
                     raise ValueError(
                         f"{name} applies to placement 'deployment'; a model with placement "
-                        "'gateway' runs in every gateway replica (set gateway.replicas, "
-                        "gateway.autoscaling or gateway.max_ongoing_requests instead)"
+                        f"'gateway' runs in every gateway replica ({hint})"
                     )
         return self
 

@@ -140,6 +140,7 @@ class _Response:
             self.complete = True
             if usage.get("prompt_tokens") is not None:
                 self.rec.input_tokens = usage["prompt_tokens"]
+            self.rec.cached_tokens = _cached(usage)
             self.usage_out = usage.get("completion_tokens")
         err = obj.get("error")
         if err and not self.rec.error:
@@ -186,6 +187,7 @@ class _Response:
         self.parts = [text]
         if usage:
             rec.input_tokens = usage.get("prompt_tokens", rec.input_tokens)
+            rec.cached_tokens = _cached(usage)
             self.usage_out = usage.get("completion_tokens")
         rec.output_tokens = 1 if text else 0
         self._count(tokenizer)
@@ -447,3 +449,10 @@ def make_client(config: ClientConfig, kind: str = "raw") -> Client:
     if kind == "httpx":
         return HttpxClient(config)
     raise ValueError(f"unknown client {kind!r}: use one of {', '.join(CLIENTS)}")
+
+
+def _cached(usage: dict[str, Any]) -> int | None:
+    """OpenAI's ``usage.prompt_tokens_details.cached_tokens``, when the server sends it."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) else None

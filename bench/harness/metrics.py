@@ -70,6 +70,7 @@ class RequestRecord:
     done_s: float | None = None
     itl_s: list[float] = field(default_factory=list)
     input_tokens: int | None = None
+    cached_tokens: int | None = None  # usage.prompt_tokens_details.cached_tokens, if sent
     output_tokens: int = 0
     tokens_source: str = ""  # "usage" | "tokenizer" | "chunks"
     status: int = 0
@@ -233,6 +234,7 @@ def summarize(
         "total_input_tokens": in_tokens,
         "total_output_tokens": out_tokens,
         "tokens_source": dict(Counter(r.tokens_source for r in ok if r.tokens_source)),
+        "prompt_cached": _cached_share(ok),
         "slo": slo,
         "good_requests": good,
         "goodput": good / dur if good is not None else None,
@@ -249,6 +251,14 @@ def summarize(
                     [r for r in records if r.model == m], duration_s, slo, pcts, by_model=False
                 )
                 for m in models
+            }
+        turns = sorted({r.turn for r in records})
+        if len(turns) > 1:  # multi-turn: later turns are where a prefix cache pays
+            out["per_turn"] = {
+                f"turn {t + 1}": summarize(
+                    [r for r in records if r.turn == t], duration_s, slo, pcts, by_model=False
+                )
+                for t in turns
             }
         variants = sorted({(r.model, r.variant) for r in records if r.variant})
         if variants:  # requests that failed before an arm was chosen name none
@@ -267,11 +277,13 @@ def summarize(
 
 BREAKDOWN_COLUMNS = (
     "ok", "failed", "error rate", "req/s", "goodput", "TTFT p50", "TPOT p50", "E2E p99",
+    "prompt cached",
 )  # fmt: skip
 
 
 def breakdown_row(s: dict[str, Any]) -> list[Any]:
-    """One line of a per-model or per-variant table, in ``BREAKDOWN_COLUMNS`` order."""
+    """One line of a per-model, per-variant or per-turn table, in ``BREAKDOWN_COLUMNS``
+    order."""
     return [
         s["completed"],
         s["failed"],
@@ -281,7 +293,16 @@ def breakdown_row(s: dict[str, Any]) -> list[Any]:
         s["ttft_ms"].get("median"),
         s["tpot_ms"].get("median"),
         s["e2el_ms"].get("p99"),
+        s.get("prompt_cached"),
     ]
+
+
+def _cached_share(ok: Sequence[RequestRecord]) -> float | None:
+    """Share of prompt tokens the server found in its prefix cache, over the answers that said
+    (``usage.prompt_tokens_details.cached_tokens``); None when none did."""
+    said = [r for r in ok if r.cached_tokens is not None and r.input_tokens]
+    total = sum(r.input_tokens or 0 for r in said)
+    return sum(r.cached_tokens or 0 for r in said) / total if total else None
 
 
 def _cache_block(ok: Sequence[RequestRecord], pcts: list[float]) -> dict[str, Any]:

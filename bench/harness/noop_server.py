@@ -57,7 +57,12 @@ def build_bodies(tokens: int) -> tuple[list[bytes], bytes, bytes]:
         choice = {"index": 0, "text": f" t{i}", "delta": {"content": f" t{i}"}}
         choice["finish_reason"] = "length" if i == tokens - 1 else None
         events.append(_sse_chunk(_event({**base, "choices": [choice]})))
-    usage = {"prompt_tokens": 16, "completion_tokens": tokens, "total_tokens": 16 + tokens}
+    usage = {
+        "prompt_tokens": 16,
+        "completion_tokens": tokens,
+        "total_tokens": 16 + tokens,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     tail = _sse_chunk(_event({**base, "choices": [], "usage": usage}) + b"data: [DONE]\n\n")
     tail += b"0\r\n\r\n"
     body = json.dumps(

@@ -137,7 +137,11 @@ def print_summary(result: dict[str, Any], console: Any = None) -> None:
         for k, v in _detail_rows(s, pcts):
             t.add_row(k, v)
         console.print(t)
-        for key, title in (("per_model", "per model / agent"), ("per_variant", "per variant")):
+        for key, title in (
+            ("per_model", "per model / agent"),
+            ("per_variant", "per variant"),
+            ("per_turn", "per turn"),
+        ):
             if s.get(key):
                 console.print(_breakdown(title, s[key]))
     if len(steps) > 1 and not result.get("saturation"):
@@ -168,6 +172,7 @@ _CSV_FIELDS = (
     "e2el_s",
     "done_s",
     "input_tokens",
+    "cached_tokens",
     "output_tokens",
     "tokens_source",
     "status",

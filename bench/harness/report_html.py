@@ -395,6 +395,10 @@ def render_sections(result: dict[str, Any]) -> list[tuple[str, str]]:
             "Per variant",
             _breakdown(steps, "per_variant", "model / variant", "No answer named a variant."),
         ),
+        (
+            "Per turn",
+            _breakdown(steps, "per_turn", "turn", "One turn per conversation (--turns 1)."),
+        ),
         ("Errors", _errors(steps, requests)),
         ("Definitions", defs),
     ]

@@ -252,7 +252,9 @@ class Completions:
             if target.variant is not None:
                 root.attributes["raygent.variant"] = target.variant
             with self._telemetry.span("raygent.cache", root.context) as cache_span:
-                call = _Call(self, target, kind, prompt, sp, cache_span.context, salt, priority)
+                call = _Call(
+                    self, target, kind, prompt, sp, cache_span.context, salt, priority, session
+                )
                 shadows = router.shadows() if router is not None else []
                 if router is not None and shadows:
                     call.on_answer = self._copier(
@@ -504,6 +506,7 @@ class _Call:
         trace: TraceContext,
         cache_salt: str | None = None,
         priority: Priority = "interactive",
+        session: str | None = None,
     ) -> None:
         self.owner = owner
         self.target = target
@@ -513,6 +516,7 @@ class _Call:
         self.trace = trace
         self.cache_salt = cache_salt  # vLLM's prefix-cache scope (models only, not agents)
         self.priority = priority
+        self.session = session  # names the conversation for the model's router (affinity)
         self.started = time.monotonic()
         self._deadline = self.started + owner._timeout
         self.streamed_agent = False  # an agent's handler streamed this answer (not whole())
@@ -551,9 +555,9 @@ class _Call:
 
     def _llm(self) -> ModelServerClient:
         """The target model's client for this request: its tenant's prefix-cache scope, its
-        priority at the model's admission."""
+        priority at the model's admission, its conversation for the model's router."""
         llm = self.owner._models[self.target.model or ""]
-        return llm.scoped(self.cache_salt).prioritized(self.priority)
+        return llm.scoped(self.cache_salt).prioritized(self.priority).affine(self.session)
 
     async def _model(self, trace: TraceContext) -> Completed:
         llm = self._llm().traced(trace)

@@ -97,22 +97,26 @@ class Completed:
                 u.prompt_tokens,
                 u.completion_tokens,
                 self.tool_calls,
+                u.cached_tokens,
             ],
             separators=(",", ":"),
         ).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Completed:
-        # entries stored before tool calls existed have six fields
-        kind, model, texts, reasons, prompt, completion, *calls = json.loads(data)
-        return cls(kind, model, texts, reasons, Usage(prompt, completion), *calls)
+        # entries stored before tool calls existed have six fields, before cached tokens seven
+        kind, model, texts, reasons, prompt, completion, *rest = json.loads(data)
+        calls = rest[0] if rest else []
+        cached = rest[1] if len(rest) > 1 else 0
+        return cls(kind, model, texts, reasons, Usage(prompt, completion, cached), calls)
 
 
-def _usage(u: Usage) -> dict[str, int]:
+def _usage(u: Usage) -> dict[str, Any]:
     return {
         "prompt_tokens": u.prompt_tokens,
         "completion_tokens": u.completion_tokens,
         "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
     }
 
 

@@ -51,13 +51,19 @@ from agents.model import (
 from agents.tracing import TraceContext
 from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
 
-__all__ = ["CACHE_SALT", "ModelServerClient", "deployment_name", "translate_ray_error"]
+__all__ = ["AFFINITY", "CACHE_SALT", "ModelServerClient", "deployment_name", "translate_ray_error"]
 
 CACHE_SALT = "cache_salt"
 """The request parameter, beside the sampling parameters, that scopes vLLM's prefix cache: only
 requests with the same salt reuse each other's KV blocks (``ModelServerClient.scoped``). It
 travels in ``params`` so that every handle shape (a deployment, ``RoutedModel``, ``LocalModel``,
 a fallback) carries it unchanged; the model host takes it out before checking the rest."""
+
+AFFINITY = "affinity"
+"""The keyword argument of a model call that names its conversation for routing (the caller's
+session): calls with one key go to one replica while it is not overloaded, so later turns find
+the earlier ones in its prefix cache (:mod:`runtime.models.router`). Without it, the router
+names the conversation by its opening messages."""
 
 
 def deployment_name(model: str) -> str:
@@ -80,7 +86,8 @@ class ModelServerClient:
         self.name = name
         self._traceparent: str | None = None
         self._salt: dict[str, str] = {}  # {CACHE_SALT: ...} when scoped
-        self._extra: dict[str, Any] = {}  # priority="batch" when set (interactive: the default)
+        # keyword arguments of every call: priority="batch" (interactive: the default), affinity
+        self._extra: dict[str, Any] = {}
 
     def traced(self, trace: TraceContext | None) -> ModelServerClient:
         """A view of this client whose calls are spans in ``trace`` (the runtime gives each
@@ -101,7 +108,18 @@ class ModelServerClient:
         """A view of this client whose calls have ``priority`` (``interactive`` or ``batch``)
         when the model is at capacity: batch requests are refused first (``admission``)."""
         view = copy.copy(self)
-        view._extra = {} if priority == "interactive" else {"priority": priority}
+        view._extra = {k: v for k, v in self._extra.items() if k != "priority"}
+        if priority != "interactive":
+            view._extra["priority"] = priority
+        return view
+
+    def affine(self, session: str | None) -> ModelServerClient:
+        """A view of this client whose calls belong to conversation ``session`` (see
+        :data:`AFFINITY`); None: named by their opening messages."""
+        view = copy.copy(self)
+        view._extra = {k: v for k, v in self._extra.items() if k != AFFINITY}
+        if session:
+            view._extra[AFFINITY] = session
         return view
 
     @classmethod

@@ -416,6 +416,7 @@ class ModelEngine:
             raise _invalid(exc, blame, blamed) from exc
         request_id = uuid.uuid4().hex
         completion = [0] * params.n
+        cached = 0
         finished = False
         try:
             gen = llm.generate(
@@ -429,6 +430,7 @@ class ModelEngine:
             async for out in gen:
                 started = True
                 self.last_output_at = time.monotonic()
+                cached = max(cached, out.num_cached_tokens or 0)
                 for choice in out.outputs:
                     completion[choice.index] += len(choice.token_ids)
                     tools = outputs[choice.index]
@@ -445,7 +447,7 @@ class ModelEngine:
                         tail, more, reason = tools.finish(engine_reason)
                         content, pieces = content + tail, pieces + more
                     last = out.finished and choice is out.outputs[-1]
-                    usage = Usage(len(ids), sum(completion)) if last else None
+                    usage = Usage(len(ids), sum(completion), cached) if last else None
                     if content or pieces or reason is not None or usage is not None:
                         yield ModelDelta(content, choice.index, self.name, reason, usage, pieces)
                 finished = out.finished

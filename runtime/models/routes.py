@@ -115,6 +115,7 @@ class LocalModel:
         params: Any = None,
         traceparent: str | None = None,
         priority: Any = "interactive",
+        affinity: str | None = None,  # routing is done: this is the engine in this process
     ) -> AsyncIterator[Any]:
         return self.host.stream(prompt, params, traceparent, batch=False, priority=priority)
 

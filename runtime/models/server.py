@@ -253,10 +253,13 @@ class ModelHost:
         params: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
         priority: Priority = "interactive",
+        affinity: str | None = None,
     ):
         """Answer a chat; ``params`` are SamplingParams fields. Returns a ModelReply.
         ``traceparent`` places the call's span in the caller's trace; ``priority`` orders it
-        against other requests when the engine is at capacity (``admission``)."""
+        against other requests when the engine is at capacity (``admission``); ``affinity``
+        names the conversation for Serve's router (:data:`~runtime.models.client.AFFINITY`),
+        which has used it by the time the call arrives here."""
         with self._span("chat", traceparent, params) as span:
             reply = await self._answer("chat", list(messages), dict(params or {}), priority)
             self._record(span, "chat", reply.usage, [reply.finish_reason], reply.model)
@@ -268,6 +271,7 @@ class ModelHost:
         params: Mapping[str, Any] | None = None,
         traceparent: str | None = None,
         priority: Priority = "interactive",
+        affinity: str | None = None,
     ):
         """Continue a raw prompt. Returns a ModelReply."""
         if not isinstance(prompt, str):
@@ -284,6 +288,7 @@ class ModelHost:
         traceparent: str | None = None,
         batch: bool = True,
         priority: Priority = "interactive",
+        affinity: str | None = None,
     ) -> AsyncIterator[ModelDelta]:
         """Yield ModelDelta items; call through ``handle.options(stream=True)``.
 
@@ -828,7 +833,7 @@ def model_deployment(
         "ray_actor_options": ray_options,
         "max_ongoing_requests": config.max_ongoing_requests,
         **health_options([config]),
-        "request_router_config": warm_first_router([config]),
+        "request_router_config": warm_first_router([config], affinity=config),
     }
     options.update(scaling_options(config.replicas, config.autoscaling))
     return serve.deployment(ModelServer).options(**options).bind(name, config, limits, fallback)
@@ -844,11 +849,20 @@ def health_options(models: list[ModelConfig]) -> dict[str, float]:
     }
 
 
-def warm_first_router(models: list[ModelConfig]) -> RequestRouterConfig:
-    """Serve's router config for replicas holding ``models``: warm replicas first."""
+def warm_first_router(
+    models: list[ModelConfig], affinity: ModelConfig | None = None
+) -> RequestRouterConfig:
+    """Serve's router config for replicas holding ``models``: warm replicas first, and each
+    conversation to its own replica by ``affinity``'s settings when given (a deployment of
+    one model: the calls of a deployment hosting several do not say which model they are
+    for)."""
     period = min(m.routing_stats_period_s for m in models)
+    kwargs: dict[str, Any] = {}
+    if affinity is not None and affinity.affinity:
+        kwargs = {"affinity": True, "affinity_max_imbalance": affinity.affinity_max_imbalance}
     return RequestRouterConfig(
         request_router_class=WarmFirstRequestRouter,
+        request_router_kwargs=kwargs,
         request_routing_stats_period_s=period,
         request_routing_stats_timeout_s=max(5.0, 3 * period),
     )

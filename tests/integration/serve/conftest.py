@@ -34,6 +34,7 @@ APP = "raygent-e2e"
 VARIANTS = "tiny-ab"  # a name answered by two variants: the default model and VARIANT_MODEL
 VARIANT_MODEL = "tiny-b"
 SHADOWED = "tiny-shadowed"  # the default model answers; every request is copied to tiny-b
+PAIR = "tiny-pair"  # two replicas of a deployment of its own (test_affinity_e2e)
 
 
 def _free_port() -> int:
@@ -157,6 +158,15 @@ def app_config(cache_redis):
                     engine_niceness=19,  # it serves the shadow too: it yields the CPU
                     load="lazy",
                     idle_unload_s=120.0,
+                    resources=ResourcesConfig(num_cpus=0),
+                ),
+                # Affinity (test_affinity_e2e): two ModelServer replicas of the tiny model,
+                # loaded as the application starts (an idle engine costs only its health
+                # checks, one token per 10 s)
+                PAIR: ModelConfig(
+                    placement="deployment",
+                    replicas=2,
+                    engine_args={"max_num_seqs": 8},
                     resources=ResourcesConfig(num_cpus=0),
                 ),
             },

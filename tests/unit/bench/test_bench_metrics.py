@@ -135,6 +135,23 @@ def test_per_variant_breakdown_from_the_answers_variant_header():
     assert "per_variant" not in summarize([rec(0.1, [], 1)], 1.0)
 
 
+def test_per_turn_breakdown_and_the_prompt_share_found_in_the_prefix_cache():
+    def turn(t: int, ttft: float, cached: int | None) -> RequestRecord:
+        r = rec(ttft, [0.01], 2, inp=200)
+        r.turn, r.cached_tokens = t, cached
+        return r
+
+    recs = [turn(0, 0.3, 0), turn(0, 0.3, None), turn(1, 0.1, 128), turn(1, 0.2, 0)]
+    s = summarize(recs, 1.0)
+    assert s["prompt_cached"] == pytest.approx(128 / 600)  # the record that said nothing: out
+    pt = s["per_turn"]
+    assert sorted(pt) == ["turn 1", "turn 2"]
+    assert pt["turn 1"]["prompt_cached"] == 0.0 and pt["turn 2"]["prompt_cached"] == 0.32
+    assert pt["turn 2"]["ttft_ms"]["median"] == pytest.approx(150.0)
+    single = summarize([rec(0.1, [], 1)], 1.0)
+    assert "per_turn" not in single and single["prompt_cached"] is None
+
+
 def test_parse_slo():
     assert parse_slo("ttft_ms=500, tpot_ms=50") == {"ttft_ms": 500.0, "tpot_ms": 50.0}
     assert parse_slo(None) == {}

@@ -61,6 +61,7 @@ async def test_closed_loop_counts_tokens_from_usage(kind):
     assert len(res.records) == 40
     assert all(r.ok and r.output_tokens == 4 and r.tokens_source == "usage" for r in res.records)
     assert all(r.input_tokens == 16 and r.cache == "miss" for r in res.records)
+    assert all(r.cached_tokens == 0 for r in res.records)
     assert res.duration_s > 0
 
 

@@ -145,7 +145,7 @@ def test_a_live_stream_of_a_named_call_has_openais_chunks(openai_spec):
 
 def test_a_cached_answer_with_calls_replays_identically(openai_spec):
     calls = [CALL, {**CALL, "id": "call-2"}]
-    done = Completed("chat", "default", ["thinking"], ["tool_calls"], Usage(1, 2), [calls])
+    done = Completed("chat", "default", ["thinking"], ["tool_calls"], Usage(1, 2, 1), [calls])
     again = Completed.from_bytes(done.to_bytes())
     assert again == done
     assert render(again)["choices"] == render(done)["choices"]
@@ -162,6 +162,13 @@ def test_a_cached_answer_with_calls_replays_identically(openai_spec):
 def test_entries_cached_before_tool_calls_still_read():
     old = json.dumps(["chat", "default", ["hi"], ["stop"], 1, 2]).encode()
     assert Completed.from_bytes(old) == Completed("chat", "default", ["hi"], ["stop"], Usage(1, 2))
+
+
+def test_entries_cached_before_cached_tokens_still_read():
+    old = json.dumps(["chat", "default", ["hi"], ["stop"], 1, 2, [[CALL]]]).encode()
+    read = Completed.from_bytes(old)
+    assert read == Completed("chat", "default", ["hi"], ["stop"], Usage(1, 2), [[CALL]])
+    assert read.usage.cached_tokens == 0
 
 
 def test_answers_with_calls_are_cacheable():

@@ -35,10 +35,15 @@ def test_render_chat(openai_spec, reasons):
 
 @pytest.mark.parametrize("reasons", [["stop"], ["length", "stop"]])
 def test_render_text(openai_spec, reasons):
-    done = Completed("text", "default", ["a"] * len(reasons), reasons, Usage(3, 4))
+    done = Completed("text", "default", ["a"] * len(reasons), reasons, Usage(3, 4, 2))
     body = render(done)
     openai_spec.check("CreateCompletionResponse", body)
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert body["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 2},
+    }
 
 
 def test_render_from_a_model_reply(openai_spec):
