@@ -207,16 +207,20 @@ class ModelServerClient:
 
 def translate_ray_error(exc: BaseException, model: str) -> AgentError:
     """The SDK error for a Ray/Serve error raised by a call to model ``model``'s deployment
-    (an SDK error raised in this process is already one)."""
-    if isinstance(exc, AgentError):
-        return exc
-    if isinstance(exc, BackPressureError):
-        return Backpressure(f"model {model}", 0)
+    (an SDK error raised in this process is already one).
+
+    A replica's SDK error arrives as Ray's ``RayTaskError`` made an instance of the error's own
+    class too (``as_instanceof_cause``), whose message is the remote traceback: it is unwrapped
+    before the SDK check, so callers get the error's own message, not Ray's traceback."""
     if isinstance(exc, ray.exceptions.RayTaskError):
         cause = exc.cause
         if isinstance(cause, AgentError):
             return cause
         return ModelError(f"model {model!r} failed: {type(cause).__name__}: {cause}")
+    if isinstance(exc, AgentError):
+        return exc
+    if isinstance(exc, BackPressureError):
+        return Backpressure(f"model {model}", 0)
     if isinstance(exc, ray.exceptions.RayActorError):
         return ModelError(f"model {model!r}: the replica died or is unreachable; retry")
     if isinstance(exc, ray.exceptions.TaskCancelledError):

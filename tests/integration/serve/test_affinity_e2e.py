@@ -120,3 +120,15 @@ def test_a_turn_cached_under_one_tenant_is_not_reused_by_another(gateway_url, pa
     assert again["usage"]["prompt_tokens_details"]["cached_tokens"] >= prompt // BLOCK * BLOCK
     assert prompt >= BLOCK
     assert other["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+def test_a_refused_prompt_says_why_not_where_ray_raised_it(gateway_url, auth, openai_spec):
+    """A deployment's replica refuses an oversized prompt: the 400 names the field and the
+    limit, in OpenAI's error body, with nothing of Ray's traceback."""
+    body = {"model": PAIR, "max_tokens": 4, "messages": [{"role": "user", "content": "w " * 9000}]}
+    r = httpx.post(f"{gateway_url}{CHAT}", json=body, headers=auth, timeout=60)
+    assert r.status_code == 400, r.text
+    openai_spec.check("ErrorResponse", r.json())
+    error = r.json()["error"]
+    assert error["param"] == "prompt" and "max_prompt_tokens" in error["message"]
+    assert "ray::" not in error["message"] and "Traceback" not in error["message"]
