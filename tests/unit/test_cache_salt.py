@@ -125,7 +125,7 @@ class _FakeLLM:
     async def generate(self, inputs: dict[str, Any], sp: Any, request_id: str):
         self.inputs.append(dict(inputs))
         choice = types.SimpleNamespace(index=0, text="hi", token_ids=[1], finish_reason="stop")
-        yield types.SimpleNamespace(outputs=[choice], finished=True)
+        yield types.SimpleNamespace(outputs=[choice], finished=True, num_cached_tokens=0)
 
     async def abort(self, request_id: str) -> None:
         return None
