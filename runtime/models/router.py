@@ -127,7 +127,7 @@ class WarmFirstRequestRouter(FIFOMixin, RequestRouter):
     first (see the module docstring). ``initialize_state`` takes Serve's
     ``request_router_kwargs``: ``affinity`` and ``affinity_max_imbalance``."""
 
-    def initialize_state(self, affinity: bool = False, affinity_max_imbalance: int = 4) -> None:
+    def initialize_state(self, affinity: bool = False, affinity_max_imbalance: int = 8) -> None:
         self._affinity = affinity
         self._max_imbalance = affinity_max_imbalance
 

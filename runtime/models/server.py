@@ -833,7 +833,9 @@ def model_deployment(
         "ray_actor_options": ray_options,
         "max_ongoing_requests": config.max_ongoing_requests,
         **health_options([config]),
-        "request_router_config": warm_first_router([config], affinity=config),
+        "request_router_config": warm_first_router(
+            [config], affinity=config.affinity, max_imbalance=config.affinity_max_imbalance
+        ),
     }
     options.update(scaling_options(config.replicas, config.autoscaling))
     return serve.deployment(ModelServer).options(**options).bind(name, config, limits, fallback)
@@ -850,16 +852,15 @@ def health_options(models: list[ModelConfig]) -> dict[str, float]:
 
 
 def warm_first_router(
-    models: list[ModelConfig], affinity: ModelConfig | None = None
+    models: list[ModelConfig], *, affinity: bool = False, max_imbalance: int = 8
 ) -> RequestRouterConfig:
-    """Serve's router config for replicas holding ``models``: warm replicas first, and each
-    conversation to its own replica by ``affinity``'s settings when given (a deployment of
-    one model: the calls of a deployment hosting several do not say which model they are
-    for)."""
+    """Serve's router config for replicas holding ``models``: warm replicas first, and with
+    ``affinity`` each conversation to its own replica (only for a deployment of one model: the
+    calls to a deployment hosting several start with the model's name, not the prompt)."""
     period = min(m.routing_stats_period_s for m in models)
     kwargs: dict[str, Any] = {}
-    if affinity is not None and affinity.affinity:
-        kwargs = {"affinity": True, "affinity_max_imbalance": affinity.affinity_max_imbalance}
+    if affinity:
+        kwargs = {"affinity": True, "affinity_max_imbalance": max_imbalance}
     return RequestRouterConfig(
         request_router_class=WarmFirstRequestRouter,
         request_router_kwargs=kwargs,

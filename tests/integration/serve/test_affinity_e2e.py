@@ -8,6 +8,7 @@ makes sure of: by chance, half the turns would reach the other replica.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
@@ -17,7 +18,7 @@ import pytest
 from runtime.gateway.variants import SESSION_HEADER
 from runtime.models import deployment_name
 
-from .conftest import APP, PAIR
+from .conftest import API_KEYS, APP, PAIR
 
 # the first module of the package: its time includes the application's start
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -29,19 +30,18 @@ SYSTEM = "You answer in one short sentence and never use lists."
 
 @pytest.fixture(scope="module")
 def pair(gateway_url, ray_session):
-    """Per-replica stats of ``tiny-pair`` (``{replica id: stats}``) once both replicas are
-    warm: the router offers only warm replicas while one is, so a test run earlier would not
-    show two."""
+    """A function giving each ``tiny-pair`` replica's stats (``{replica id: stats}``), called
+    once both replicas are warm: while only one is, the router sends everything to it."""
     from ray import serve
 
     handle = serve.get_deployment_handle(deployment_name(PAIR), app_name=APP)
 
-    def replicas(need_ready: bool = True) -> dict[str, dict]:
+    def replicas() -> dict[str, dict]:
         seen: dict[str, dict] = {}
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             s = handle.stats.remote().result(timeout_s=30)
-            if s["ready"] or not need_ready:
+            if s["ready"]:
                 seen[s["replica"]] = s
             if len(seen) == 2:
                 return seen
@@ -68,8 +68,6 @@ def _turn(url, auth, messages, session=None, stream=False):
     assert r.status_code == 200, r.text
     if not stream:
         return r.json()
-    import json
-
     events = [json.loads(line[6:]) for line in r.text.splitlines() if line[6:7] == "{"]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in events if c["choices"])
     return {"usage": events[-1]["usage"], "choices": [{"message": {"content": text}}]}
@@ -108,8 +106,6 @@ def test_later_turns_find_the_earlier_ones_in_the_prefix_cache(gateway_url, auth
 def test_a_turn_cached_under_one_tenant_is_not_reused_by_another(gateway_url, pair):
     """The prefix cache is scoped by tenant (``cache_salt``), and so is the conversation's
     name: the same messages from another API key reuse nothing of the first key's."""
-    from .conftest import API_KEYS
-
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": _opening(99)}]
     one = {"Authorization": f"Bearer {API_KEYS[0]}"}
     two = {"Authorization": f"Bearer {API_KEYS[1]}"}
