@@ -107,19 +107,19 @@ class ModelServerClient:
     def prioritized(self, priority: str) -> ModelServerClient:
         """A view of this client whose calls have ``priority`` (``interactive`` or ``batch``)
         when the model is at capacity: batch requests are refused first (``admission``)."""
-        view = copy.copy(self)
-        view._extra = {k: v for k, v in self._extra.items() if k != "priority"}
-        if priority != "interactive":
-            view._extra["priority"] = priority
-        return view
+        return self._with("priority", priority if priority != "interactive" else None)
 
     def affine(self, session: str | None) -> ModelServerClient:
         """A view of this client whose calls belong to conversation ``session`` (see
         :data:`AFFINITY`); None: named by their opening messages."""
+        return self._with(AFFINITY, session or None)
+
+    def _with(self, name: str, value: str | None) -> ModelServerClient:
+        """A view whose calls pass keyword ``name=value`` (None: leave it out, the default)."""
         view = copy.copy(self)
-        view._extra = {k: v for k, v in self._extra.items() if k != AFFINITY}
-        if session:
-            view._extra[AFFINITY] = session
+        view._extra = {k: v for k, v in self._extra.items() if k != name}
+        if value is not None:
+            view._extra[name] = value
         return view
 
     @classmethod
