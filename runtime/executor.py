@@ -155,6 +155,11 @@ class AgentExecutor:
         """Messages waiting or running."""
         return len(self.mailbox) + self.inflight
 
+    async def backlog(self) -> int:
+        """Tasks waiting in this agent's queues for any replica to claim."""
+        queues = self.cls.routes().keys("queue")
+        return sum([await self._tasks.backlog(q) for q in queues])
+
     async def stop_claiming(self) -> None:
         """Stop taking tasks from queues (first step of shutdown)."""
         for t in self._claimers:
@@ -250,9 +255,13 @@ class AgentExecutor:
 
     async def _claim(self, queue: str) -> None:
         """Take tasks of ``queue`` as a competing consumer, waiting for mailbox room so a task
-        already claimed is never dropped."""
+        already claimed is never dropped. A task is claimed only while fewer than
+        ``max_concurrency`` background messages wait (``Mailbox.room_for``): the rest of the
+        mailbox stays free for interactive sends, and the queue's backlog stays claimable by
+        every replica (the autoscaler adds replicas for it; ``backlog``)."""
         routes = self.cls.routes()
         while True:
+            await self.mailbox.room_for("background", self.settings.max_concurrency)
             rec = await self._tasks.claim(queue, consumer=self._consumer)
             try:
                 handler = routes.find("queue", queue, codec.decode(rec.payload))

@@ -28,13 +28,39 @@ from typing import Generic, TypeVar
 
 from agents.runtime_api import Priority
 
-__all__ = ["Mailbox", "MailboxFull"]
+__all__ = ["Mailbox", "MailboxFull", "WeightedShare"]
 
 T = TypeVar("T")
 
 # Window over which the share is enforced: long enough to smooth, short enough that a burst of
 # one class long ago does not starve the other now.
 _WINDOW = 64
+
+
+class WeightedShare:
+    """Which of two waiting classes goes next, so that the first gets ``share`` of contested
+    picks over the last :data:`_WINDOW` of them. Shared by the mailbox and by a model's
+    admission gate (``runtime.models.admission``), so "70/30" means the same in both.
+
+    Only contested picks (both classes waiting) are counted: a quiet spell of one class does
+    not bias the next burst. A share of 1.0 is strict priority.
+    """
+
+    def __init__(self, share: float) -> None:
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"the share must be in (0, 1], got {share}")
+        self.share = share
+        self._recent: collections.deque[bool] = collections.deque(maxlen=_WINDOW)
+        self._first_recent = 0
+
+    def first(self) -> bool:
+        """Both classes wait: True when the first class should go now (and count the pick)."""
+        is_first = self._first_recent < self.share * (len(self._recent) + 1)
+        if len(self._recent) == self._recent.maxlen and self._recent[0]:
+            self._first_recent -= 1
+        self._recent.append(is_first)
+        self._first_recent += is_first
+        return is_first
 
 
 class MailboxFull(Exception):
@@ -61,11 +87,11 @@ class Mailbox(Generic[T]):
             "interactive": collections.deque(),
             "background": collections.deque(),
         }
-        self._recent: collections.deque[bool] = collections.deque(maxlen=_WINDOW)
-        self._interactive_recent = 0
+        self._share = WeightedShare(interactive_share)
         self._not_empty = asyncio.Event()
         self._not_full = asyncio.Event()
         self._not_full.set()
+        self._taken = asyncio.Event()  # set by every get(): room may have opened
 
     def __len__(self) -> int:
         return len(self._queues["interactive"]) + len(self._queues["background"])
@@ -104,7 +130,20 @@ class Mailbox(Generic[T]):
         if not len(self):
             self._not_empty.clear()
         self._not_full.set()
+        self._taken.set()
         return item
+
+    async def room_for(self, priority: Priority, at_most: int) -> None:
+        """Wait until fewer than ``at_most`` items of ``priority`` wait and there is room.
+
+        For producers that *pull* work they could leave where it is (task claimers): a claimer
+        that filled the mailbox with tasks would refuse every interactive send (the mailbox is
+        full) and keep tasks from other replicas that are idle -- the share could never hold,
+        and a new replica would find nothing to claim. Pulling only up to the workers' count
+        leaves the rest in the queue, where any replica can take it."""
+        while self.depth(priority) >= at_most or self.full():
+            self._taken.clear()
+            await self._taken.wait()
 
     def drain(self) -> list[T]:
         """Remove and return everything waiting (for shutdown)."""
@@ -113,6 +152,7 @@ class Mailbox(Generic[T]):
             q.clear()
         self._not_empty.clear()
         self._not_full.set()
+        self._taken.set()
         return items
 
     def _pick(self) -> Priority:
@@ -122,10 +162,4 @@ class Mailbox(Generic[T]):
         if not fg:
             return "background"
         # Contested: serve whichever class is behind its share of recent contested dispatches.
-        # Uncontested dispatches are not counted, so a quiet spell does not bias the next burst.
-        is_fg = self._interactive_recent < self.interactive_share * (len(self._recent) + 1)
-        if len(self._recent) == self._recent.maxlen and self._recent[0]:
-            self._interactive_recent -= 1
-        self._recent.append(is_fg)
-        self._interactive_recent += is_fg
-        return "interactive" if is_fg else "background"
+        return "interactive" if self._share.first() else "background"

@@ -78,6 +78,11 @@ class TaskQueue(ABC):
         """Raises ``TaskNotFound``."""
 
     @abstractmethod
+    async def backlog(self, queue: str) -> int:
+        """Tasks of ``queue`` that wait for a worker (``PENDING``: not claimed, or given back):
+        the work no replica has taken yet, which queue-depth autoscaling adds replicas for."""
+
+    @abstractmethod
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         """Wait for ``DONE`` or ``DEAD``. Raises ``TaskNotFound`` or ``TimeoutError``."""
 
@@ -154,6 +159,9 @@ class InProcessTaskQueue(TaskQueue):
 
     async def info(self, task_id: str) -> TaskInfo:
         return self._get(task_id).info()
+
+    async def backlog(self, queue: str) -> int:
+        return len(self._pending.get(queue, ()))
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         entry = self._get(task_id)

@@ -325,6 +325,15 @@ if held.err or #held > 0 then return 0 end
 return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 """
 
+# KEYS: stream.  ARGV: group.  Entries not delivered to the group yet: the stream holds one
+# entry per runnable task (acked ones are deleted) and the PEL the claimed ones.
+_BACKLOG = """
+local n = redis.call('XLEN', KEYS[1])
+local pel = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+if not pel.err then n = n - pel[1] end
+return n
+"""
+
 
 @dataclass(frozen=True)
 class _Lease:
@@ -385,6 +394,7 @@ class RedisStreamsTaskQueue(TaskQueue):
         self._release_script = self._redis.register_script(_RELEASE)
         self._renew_script = self._redis.register_script(_RENEW)
         self._forget_script = self._redis.register_script(_FORGET)
+        self._backlog_script = self._redis.register_script(_BACKLOG)
         self._instance = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._consumers: set[tuple[str, str]] = set()
         self._held: dict[str, TaskRecord] = {}  # lease token -> record, renewed until settled
@@ -587,6 +597,11 @@ class RedisStreamsTaskQueue(TaskQueue):
             result=codec.decode(result) if st is TaskState.DONE and result is not None else None,
             error=error.decode(errors="replace") if error is not None else None,
         )
+
+    async def backlog(self, queue: str) -> int:
+        self._check_open()
+        n = await self._call(queue, self._backlog_script(keys=[self._stream(queue)], args=[GROUP]))
+        return max(0, int(n))
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         return await _honouring_cancel(asyncio.wait_for(self._wait(task_id), timeout_s))

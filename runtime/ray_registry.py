@@ -188,6 +188,9 @@ class TaskQueueActor:
     async def info(self, task_id: str) -> TaskInfo:
         return await self._q.info(task_id)
 
+    async def backlog(self, queue: str) -> int:
+        return await self._q.backlog(queue)
+
     async def wait(self, task_id: str, timeout_s: float | None) -> TaskInfo:
         return await self._q.wait(task_id, timeout_s)
 
@@ -244,6 +247,9 @@ class ActorTaskQueue(TaskQueue):
 
     async def info(self, task_id: str) -> TaskInfo:
         return await self._actor.info.remote(task_id)
+
+    async def backlog(self, queue: str) -> int:
+        return await self._actor.backlog.remote(queue)
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskInfo:
         return await self._actor.wait.remote(task_id, timeout_s)

@@ -164,6 +164,23 @@ async def test_release_gives_the_task_back_without_counting_the_attempt(backend)
     assert (await q.info(task_id)).state is TaskState.DONE
 
 
+async def test_backlog_counts_the_tasks_no_worker_holds(backend):
+    q = backend.make(max_attempts=3)
+    assert await q.backlog("jobs") == 0  # a queue nobody used yet
+    trace = TraceContext.new_root()
+    for i in range(3):
+        await q.put("jobs", codec.encode(i), trace)
+    await q.put("other", codec.encode("x"), trace)
+    assert (await q.backlog("jobs"), await q.backlog("other")) == (3, 1)
+    first, second = await claim(q), await claim(q)
+    assert await q.backlog("jobs") == 1  # claimed tasks are running, not waiting
+    await q.ack(first, codec.encode(None))
+    await q.fail(second, "OSError: again")  # back to pending: waiting again
+    assert await q.backlog("jobs") == 2
+    await q.release(await claim(q))
+    assert await q.backlog("jobs") == 2
+
+
 async def test_unknown_task_ids_raise_task_not_found(backend):
     q = backend.make()
     for bad in ("nope", uuid.uuid4().hex, ""):

@@ -362,6 +362,53 @@ async def test_state_is_shared_copied_on_read_and_checked_on_write():
             await rt.state.set("", 1)
 
 
+class Mixed(Agent):
+    """Serves tasks (background) and questions (interactive), one at a time, logging which."""
+
+    model = None
+    log: list
+
+    async def on_start(self, ctx: Context) -> None:
+        Mixed.log = []
+
+    @handler(queue="mixed")
+    async def task(self, msg: Job, ctx: Context) -> None:
+        Mixed.log.append("task")
+        await asyncio.sleep(0.001)
+
+    @handler
+    async def ask(self, msg: Question, ctx: Context) -> None:
+        Mixed.log.append("ask")
+        await asyncio.sleep(0.001)
+
+
+async def test_a_task_backlog_leaves_room_for_interactive_sends_and_the_share_holds():
+    """A deep backlog does not fill the mailbox (a claimer pulls only what the workers can
+    start), so interactive sends are never refused by it, and while both wait they get the
+    configured share of the worker."""
+    cfg = RaygentConfig(
+        agents=[AgentConfig(import_path=f"{__name__}:Mixed", mailbox_size=8, max_concurrency=1)]
+    )
+    async with LocalRuntime([Mixed], config=cfg) as rt:
+        for i in range(200):
+            await rt.submit("mixed", Job(i))
+        await until(lambda: len(Mixed.log) >= 3)  # the worker is busy on tasks
+        ex = rt._agents["mixed"]
+        assert ex.mailbox.depth("background") <= 1
+        assert await ex.backlog() >= 190  # the rest waits in the queue, for any replica
+
+        async def client() -> None:  # a closed loop that keeps one question queued
+            for _ in range(25):
+                await rt.send("mixed", Question("q"))  # Backpressure here fails the test
+
+        start = len(Mixed.log)
+        await asyncio.gather(*(client() for _ in range(4)))
+        contested = Mixed.log[start:]
+        share = contested.count("ask") / len(contested)
+        assert contested.count("ask") == 100
+        assert 0.6 <= share <= 0.8, share  # configured: 0.7 (AgentConfig.interactive_share)
+
+
 async def test_message_size_limit_is_enforced_before_queueing():
     cfg = RaygentConfig(agents=[], limits=LimitsConfig(max_message_bytes=1024))
     async with LocalRuntime([Lifecycle], config=cfg) as rt:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from runtime.mailbox import Mailbox, MailboxFull
+from runtime.mailbox import Mailbox, MailboxFull, WeightedShare
 
 
 async def test_capacity_bounds_both_classes_together():
@@ -59,3 +59,38 @@ def test_invalid_settings():
         Mailbox(0)
     with pytest.raises(ValueError, match="interactive_share"):
         Mailbox(1, interactive_share=1.0)
+
+
+async def test_room_for_waits_until_a_class_is_below_its_bound():
+    box: Mailbox[str] = Mailbox(capacity=8)
+    box.put_nowait("b0", "background")
+    box.put_nowait("b1", "background")
+    await asyncio.wait_for(box.room_for("background", 3), 1)  # 2 < 3: at once
+    waiter = asyncio.create_task(box.room_for("background", 2))
+    box.put_nowait("i0", "interactive")  # the other class does not count
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    assert await box.get() == "i0"  # a get of the other class does not open the bound
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    assert await box.get() == "b0"
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_room_for_also_waits_for_space():
+    box: Mailbox[str] = Mailbox(capacity=1)
+    box.put_nowait("i0", "interactive")
+    waiter = asyncio.create_task(box.room_for("background", 5))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    await box.get()
+    await asyncio.wait_for(waiter, 1)
+
+
+def test_weighted_share_picks_by_share_and_one_is_strict():
+    share = WeightedShare(0.7)
+    picks = [share.first() for _ in range(100)]
+    assert 68 <= sum(picks) <= 72
+    assert all(WeightedShare(1.0).first() for _ in range(100))
+    with pytest.raises(ValueError, match="share"):
+        WeightedShare(0.0)
