@@ -38,6 +38,7 @@ import ray
 from agents.model import ModelClient
 from agents.runtime_api import Priority
 from agents.tracing import RecordingSpan, TraceContext
+from runtime.autoscaling import BACKLOG, LOAD
 from runtime.bus import EventBus
 from runtime.cluster import AppSpec, ClusterClient
 from runtime.executor import AgentExecutor, context_factory
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 
 _UNREGISTER_TIMEOUT_S = 2.0
 """How long a draining replica waits for the registry to take its ``unregister``."""
+
+_BACKLOG_TIMEOUT_S = 2.0
+"""Longest the autoscaling report waits for the task queue's backlog."""
 
 _STREAM_BATCHES_AHEAD = 64
 """Batches a replica's stream may run ahead of a caller that does not read them."""
@@ -156,6 +160,20 @@ class AgentHost:
         self._client.announce(member)
         await self._registry.register.remote(member)
         log.info("replica %s started on node %s (pid %d)", self.replica_id, node_id, os.getpid())
+
+    async def autoscaling_stats(self) -> dict[str, float]:
+        """What queue-depth autoscaling sizes this agent for (``runtime.autoscaling``): the
+        messages this replica holds, and the tasks its queues hold for any replica. A backlog
+        the queue cannot tell (Redis away) is left out rather than guessed."""
+        ex = self._executor
+        if ex is None:
+            return {}
+        stats = {LOAD: float(ex.busy())}
+        try:
+            stats[BACKLOG] = float(await asyncio.wait_for(ex.backlog(), _BACKLOG_TIMEOUT_S))
+        except Exception as exc:  # QueueUnavailable, a timeout, the queue's replica gone
+            log.info("agent %r: task backlog unknown (%s)", self._agent, type(exc).__name__)
+        return stats
 
     def _finished_span(self, span: RecordingSpan) -> None:
         self._spans.append(span)

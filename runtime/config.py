@@ -97,14 +97,30 @@ class ResourcesConfig(_Section):
 
 
 class AutoscalingConfig(_Section):
-    """Serve autoscaling; replaces a fixed ``replicas`` count when set."""
+    """Serve autoscaling; replaces a fixed ``replicas`` count when set.
+
+    Agents and ``placement: deployment`` models scale on the depth their replicas report
+    (``runtime.autoscaling``): an agent's mailbox, running handlers and task backlog; a model's
+    admitted, queued and refused requests. The gateway scales on Serve's count of ongoing
+    requests."""
 
     min_replicas: int = Field(1, ge=0)
-    """Fewest replicas (0 allows scale to zero)."""
+    """Fewest replicas (0 allows scale to zero; an agent that only consumes tasks needs 1:
+    no replica is left to report the backlog)."""
     max_replicas: int = Field(1, ge=1)
     """Most replicas."""
     target_ongoing_requests: float = Field(2.0, gt=0)
-    """In-flight requests per replica that autoscaling aims for."""
+    """Work per replica that autoscaling aims for: requests in flight (the gateway), or
+    messages, tasks and requests waiting and running (agents, models)."""
+    upscale_delay_s: float = Field(30.0, ge=0)
+    """How long demand must call for more replicas before Serve adds them (Serve's
+    default)."""
+    downscale_delay_s: float = Field(600.0, ge=0)
+    """How long demand must call for fewer replicas before Serve removes some (Serve's
+    default)."""
+    look_back_period_s: float = Field(30.0, gt=0)
+    """Window the reported depth is averaged over; replicas sample it every fifth of this
+    and report at least every 10 s (every half window when that is shorter)."""
 
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscalingConfig:
@@ -169,8 +185,10 @@ class AdmissionConfig(_Section):
     prediction is the queue ahead of it over the measured rate at which requests finish."""
     batch_queue_share: float = Field(0.5, gt=0, le=1)
     """Batch requests (``x-raygent-priority: batch``) queue only while the predicted wait is
-    within this share of ``max_queue_wait_s``; queued interactive requests always start
-    first, so batch work is shed first."""
+    within this share of ``max_queue_wait_s``, so batch work is shed first."""
+    interactive_share: float = Field(0.7, gt=0, le=1)
+    """Share of freed slots that go to queued interactive requests while batch requests
+    queue too (as an agent's ``interactive_share``); 1.0: interactive strictly first."""
 
 
 class ModelConfig(_Section):

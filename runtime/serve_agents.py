@@ -100,6 +100,10 @@ class ServedAgent(AgentHost):
         if ex is None or not ex.healthy():
             raise ReplicaUnavailable(self._agent, "the replica's workers are not running")
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom-metrics hook: this replica's depth, for the queue-depth policy."""
+        return await self.autoscaling_stats()
+
     async def __del__(self) -> None:
         # Serve awaits this on graceful shutdown (scale-down, redeploy, ``serve shutdown``).
         await self.drain(DRAIN_TIMEOUT_S)

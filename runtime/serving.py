@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from runtime.autoscaling import POLICY as QUEUE_DEPTH_POLICY
 from runtime.config import AutoscalingConfig, GatewayConfig, ModelConfig, ResourcesConfig
 
 __all__ = [
@@ -89,17 +90,34 @@ def actor_options(resources: ResourcesConfig, *more: ResourcesConfig) -> dict[st
     return out
 
 
-def scaling_options(replicas: int, autoscaling: AutoscalingConfig | None) -> dict[str, Any]:
-    """``num_replicas``, or Serve's ``autoscaling_config`` when the config asks for it."""
+_SERVE_METRICS_INTERVAL_S = 10.0
+"""Serve's default ``metrics_interval_s``: how often a replica pushes its figures."""
+
+
+def scaling_options(
+    replicas: int, autoscaling: AutoscalingConfig | None, *, queue_depth: bool = True
+) -> dict[str, Any]:
+    """``num_replicas``, or Serve's ``autoscaling_config`` when the config asks for it: with
+    raygent's queue-depth policy (``runtime.autoscaling``) for deployments whose replicas
+    report their depth, else Serve's default policy (``queue_depth=False``: the gateway)."""
     if autoscaling is None:
         return {"num_replicas": replicas}
-    return {
-        "autoscaling_config": {
-            "min_replicas": autoscaling.min_replicas,
-            "max_replicas": autoscaling.max_replicas,
-            "target_ongoing_requests": autoscaling.target_ongoing_requests,
-        }
+    window = autoscaling.look_back_period_s
+    config: dict[str, Any] = {
+        "min_replicas": autoscaling.min_replicas,
+        "max_replicas": autoscaling.max_replicas,
+        "target_ongoing_requests": autoscaling.target_ongoing_requests,
+        "upscale_delay_s": autoscaling.upscale_delay_s,
+        "downscale_delay_s": autoscaling.downscale_delay_s,
+        "look_back_period_s": window,
     }
+    if window / 2 < _SERVE_METRICS_INTERVAL_S:
+        # Serve wants reports more often than the window (it warns on the field, deprecated
+        # for an environment variable its replicas do not read yet in Ray 2.60).
+        config["metrics_interval_s"] = window / 2
+    if queue_depth:
+        config["policy"] = {"policy_function": QUEUE_DEPTH_POLICY}
+    return {"autoscaling_config": config}
 
 
 def gateway_replicas(gateway: GatewayConfig, hosted: list[ModelConfig]) -> int:

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from agents import codec
 from agents.errors import AgentError, SendTimeout, UnknownModel
 from agents.model import ChatRequest, ModelReply, SamplingParams, Usage
+from agents.runtime_api import Priority as AgentPriority
 from agents.tracing import TraceContext
 from runtime.cache import CacheDecision, ResponseCache, cache_key, cache_scope
 from runtime.cluster import ClusterClient
@@ -59,7 +60,7 @@ from runtime.models import (
 from runtime.streaming import decoded
 from runtime.telemetry import Telemetry, genai_attributes
 
-__all__ = ["AGENT_PREFIX", "CACHE_HEADER", "Completions", "Target"]
+__all__ = ["AGENT_PREFIX", "CACHE_HEADER", "Completions", "Target", "agent_priority"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ class Target:
     revision: str | None = None
     variant: str | None = None  # the arm, when ``name`` has variants
     system_prompt: str | None = None  # the arm's prompt, sent before the client's
+
+
+def agent_priority(priority: Priority) -> AgentPriority:
+    """The agent mailbox's class for a request's priority: ``batch`` work is what a mailbox
+    calls ``background`` (the SDK's name: topic messages and tasks share it)."""
+    return "background" if priority == "batch" else "interactive"
 
 
 class Completions:
@@ -580,7 +587,12 @@ class _Call:
         agent = self.target.agent or ""
         runtime = self.owner._runtime
         raw = await runtime.send_encoded(
-            agent, payload, trace.traceparent, self.priority, self.left(), "ChatRequest"
+            agent,
+            payload,
+            trace.traceparent,
+            agent_priority(self.priority),
+            self.left(),
+            "ChatRequest",
         )
         reply = codec.decode(raw)
         if not streams:
@@ -639,7 +651,11 @@ class _Call:
         self.streamed_agent = True
         with self.owner._telemetry.span(self._span_name(), self.trace) as span:
             batches = self.owner._runtime.stream_encoded(
-                agent, payload, span.context.traceparent, self.priority, accepts_handoff=True
+                agent,
+                payload,
+                span.context.traceparent,
+                agent_priority(self.priority),
+                accepts_handoff=True,
             )
             items = self.owner.run_handoffs(decoded(batches, agent, "ChatRequest", self.left()))
             fold = ChatFold(self.target.name)

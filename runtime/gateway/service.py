@@ -46,7 +46,7 @@ from runtime.cache import ResponseCache
 from runtime.cluster import AppSpec, ClusterClient
 from runtime.config import RaygentConfig
 from runtime.gateway.agent_streams import invoke_events
-from runtime.gateway.completions import Completions
+from runtime.gateway.completions import Completions, agent_priority
 from runtime.gateway.edge import Edge
 from runtime.gateway.errors import (
     ApiError,
@@ -237,7 +237,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
         "name": GATEWAY,
         "ray_actor_options": ray_options,
         "max_ongoing_requests": gw.max_ongoing_requests,
-        **scaling_options(gateway_replicas(gw, hosted), gw.autoscaling),
+        **scaling_options(gateway_replicas(gw, hosted), gw.autoscaling, queue_depth=False),
     }
     if hosted:
         options.update(health_options(hosted))
@@ -579,7 +579,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 name,
                 payload,
                 _child(request).traceparent,
-                _priority(request),
+                agent_priority(_priority(request)),
                 timeout,
                 type(msg).__name__,
             )
@@ -592,7 +592,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             """SSE: one event per item the handler yields. The first item is awaited here, so
             errors before it are still HTTP errors."""
             batches = self._client.stream_encoded(
-                name, payload, _child(request).traceparent, _priority(request), accepts_handoff=True
+                name,
+                payload,
+                _child(request).traceparent,
+                agent_priority(_priority(request)),
+                accepts_handoff=True,
             )
             items = self._completions.run_handoffs(
                 decoded(batches, name, type(msg).__name__, timeout)

@@ -21,9 +21,11 @@ The **drain rate** is measured, not configured: the slots released per second ov
 request, rounded up to whole seconds (what the header can say).
 
 **Priorities.** ``batch`` requests queue only while the predicted wait is within
-``batch_queue_share`` of the bound, and every queued interactive request starts before any
-queued batch one, so under contention batch work is shed first and interactive work keeps its
-latency.
+``batch_queue_share`` of the bound, so under overload batch work is shed first. Among queued
+requests, freed slots go by weighted share (:class:`runtime.mailbox.WeightedShare`, the same
+rule as an agent's mailbox): while both classes wait, interactive requests get
+``interactive_share`` of the slots (0.7 by default), so interactive work keeps most of the
+engine and batch work is never starved; 1.0 is strict priority.
 
 A refusal costs no engine work and no await: it is decided on arrival, which is what keeps
 refusals fast under overload (the caller can retry elsewhere at once). A request admitted to
@@ -50,6 +52,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from agents.errors import Overloaded
+from runtime.mailbox import WeightedShare
 
 __all__ = [
     "CPU_INFLIGHT_PER_CORE",
@@ -65,6 +68,8 @@ DRAIN_WINDOW_S = 10.0
 """Seconds of slot releases the drain rate is measured over."""
 
 _MAX_RETRY_AFTER_S = 60.0
+
+_OTHER: dict[Priority, Priority] = {"interactive": "batch", "batch": "interactive"}
 
 CPU_INFLIGHT_PER_CORE = 16
 """Requests per core a CPU engine works on at once by default: on 2 cores the tiny model's
@@ -88,6 +93,8 @@ class AdmissionGate:
         max_queue_wait_s: the longest predicted wait a request may queue for; 0 disables
             the queue (a request either gets a slot at once or is refused).
         batch_queue_share: the share of ``max_queue_wait_s`` batch requests may queue for.
+        interactive_share: the share of freed slots interactive requests get while both
+            classes wait, in (0, 1]; 1.0 is strict priority.
         clock: monotonic seconds (tests inject one).
         on_refuse: called with the priority of each refused request (a metric).
     """
@@ -98,6 +105,7 @@ class AdmissionGate:
         max_inflight: int,
         max_queue_wait_s: float,
         batch_queue_share: float = 0.5,
+        interactive_share: float = 0.7,
         clock: Callable[[], float] = time.monotonic,
         on_refuse: Callable[[Priority], None] | None = None,
     ) -> None:
@@ -107,6 +115,7 @@ class AdmissionGate:
         self.max_inflight = max_inflight
         self.max_queue_wait_s = max_queue_wait_s
         self.batch_queue_share = batch_queue_share
+        self._share = WeightedShare(interactive_share)
         self._clock = clock
         self._on_refuse = on_refuse
         self.inflight = 0
@@ -116,6 +125,7 @@ class AdmissionGate:
             "batch": collections.deque(),
         }
         self._released: collections.deque[float] = collections.deque()
+        self._refused_at: collections.deque[float] = collections.deque()
         self._born = clock()
 
     # -- state -----------------------------------------------------------------------------
@@ -128,12 +138,23 @@ class AdmissionGate:
     def drain_rate(self) -> float:
         """Slots released per second over the last :data:`DRAIN_WINDOW_S` (or since the gate
         was made, when that is shorter; at least a second); 0.0 when none were."""
+        return self._rate(self._released)
+
+    def demand(self) -> float:
+        """Requests this engine would hold if it refused none -- what queue-depth autoscaling
+        sizes the model for (``runtime.autoscaling``): those admitted and queued now, plus
+        the refused ones by Little's law, their rate over the last :data:`DRAIN_WINDOW_S`
+        times how long a request holds a slot (slots over drain rate; 1 s unmeasured)."""
+        refused = self._rate(self._refused_at)
+        drain = self.drain_rate()
+        held_s = self.inflight / drain if drain > 0 else 1.0
+        return self.inflight + self.queued + refused * held_s
+
+    def _rate(self, events: collections.deque[float]) -> float:
         now = self._clock()
-        released = self._released
-        while released and released[0] < now - DRAIN_WINDOW_S:
-            released.popleft()
-        span = max(1.0, min(DRAIN_WINDOW_S, now - self._born))
-        return len(released) / span
+        while events and events[0] < now - DRAIN_WINDOW_S:
+            events.popleft()
+        return len(events) / max(1.0, min(DRAIN_WINDOW_S, now - self._born))
 
     def predicted_wait_s(self, ahead: int) -> float:
         """Seconds until a request with ``ahead`` waiters in front of it gets a slot."""
@@ -192,22 +213,32 @@ class AdmissionGate:
             with contextlib.suppress(ValueError):
                 self._waiting[priority].remove(waiter)
 
-    def _ahead_of(self, priority: Priority) -> int:
-        """Waiters that would start before a new request of ``priority``."""
-        interactive = len(self._waiting["interactive"])
-        return (
-            interactive if priority == "interactive" else interactive + len(self._waiting["batch"])
-        )
+    def _ahead_of(self, priority: Priority) -> float:
+        """Slots that go to others before a new request of ``priority`` gets one: its own
+        class's waiters, stretched by the other class's share while that class waits too
+        (never more than every waiter)."""
+        mine, other = self._waiting[priority], self._waiting[_OTHER[priority]]
+        if not other:
+            return len(mine)
+        share = self._share.share if priority == "interactive" else 1.0 - self._share.share
+        everyone = len(mine) + len(other)
+        return min(everyone, len(mine) / share) if share > 0 else everyone
 
     def _release(self) -> None:
         self._released.append(self._clock())
-        for queue in (self._waiting["interactive"], self._waiting["batch"]):
-            while queue:
-                waiter = queue.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)  # the slot passes on: inflight is unchanged
-                    return
+        while self.queued:
+            waiter = self._next_waiter()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes on: inflight is unchanged
+                return
         self.inflight -= 1
+
+    def _next_waiter(self) -> asyncio.Future[None]:
+        """The waiter a freed slot goes to: by weighted share while both classes wait."""
+        fg, bg = self._waiting["interactive"], self._waiting["batch"]
+        if fg and (not bg or self._share.first()):
+            return fg.popleft()
+        return bg.popleft()
 
     def stats(self) -> dict[str, object]:
         """Limit, occupancy, queue, drain rate and refusals so far (for ``stats()``)."""
@@ -221,6 +252,7 @@ class AdmissionGate:
 
     def _refuse(self, priority: Priority, wait_s: float) -> Overloaded:
         self.rejected[priority] += 1
+        self._refused_at.append(self._clock())
         if self._on_refuse is not None:
             self._on_refuse(priority)
         retry = min(_MAX_RETRY_AFTER_S, wait_s) if math.isfinite(wait_s) else 1.0

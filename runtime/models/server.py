@@ -98,6 +98,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from agents.errors import AgentError, InvalidParameter, ModelError
 from agents.model import ModelReply, Prompt, SamplingParams
 from agents.tracing import TraceContext
+from runtime.autoscaling import LOAD
 from runtime.config import LimitsConfig, ModelConfig, RaygentConfig, TelemetryConfig
 from runtime.errors import ConfigError
 from runtime.models._params import check_params
@@ -225,6 +226,7 @@ class ModelHost:
             admission.max_inflight or default_max_inflight(1 << 16, _cpu_cores()),
             admission.max_queue_wait_s,
             admission.batch_queue_share,
+            admission.interactive_share,
             on_refuse=lambda p: refused.inc(tags={"priority": p}),
         )
         self._m_ready.set(0)
@@ -376,6 +378,11 @@ class ModelHost:
         """Readiness for :class:`~runtime.models.router.WarmFirstRequestRouter`."""
         on_demand = self._state in ("unloaded", "failed", "sleeping")  # waits for a request
         return {"ready": self._is_ready(), "on_demand": on_demand}
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom-metrics hook: the engine's demand, for the queue-depth policy
+        (``runtime.autoscaling``; refused requests count, as they would have run)."""
+        return {LOAD: self._gate.demand()}
 
     def stats(self) -> dict[str, Any]:
         """State, durations, counters and engine numbers of this replica."""

@@ -92,6 +92,52 @@ async def test_queued_interactive_requests_start_before_batch_and_batch_is_shed_
     assert log == ["first", "interactive", "batch"]
 
 
+@pytest.mark.parametrize(("share", "interactive_of_first_20"), [(0.7, 14), (1.0, 20)])
+async def test_while_both_classes_queue_slots_go_by_the_interactive_share(
+    share, interactive_of_first_20
+):
+    gate = AdmissionGate(
+        "m", max_inflight=1, max_queue_wait_s=60.0, interactive_share=share, clock=Clock()
+    )
+    release, log = asyncio.Event(), []
+    running = asyncio.create_task(hold(gate, "interactive", release, log, "run"))
+    await settle()
+    # Nothing measured yet: the queue takes as many as there are slots, then none. Measure a
+    # drain of 60/s over the gate's first second so 60 may wait.
+    gate._released.extend([gate._clock()] * 60)
+    waiting = [
+        asyncio.create_task(hold(gate, p, release, log, p))
+        for _ in range(20)
+        for p in ("interactive", "batch")
+    ]
+    await settle()
+    assert gate.queued == 40
+    release.set()
+    await asyncio.gather(running, *waiting)
+    assert log[1:21].count("interactive") == interactive_of_first_20
+    assert len(log) == 41  # nobody starved
+
+
+async def test_demand_counts_refused_requests_by_littles_law():
+    clock = Clock()
+    gate = AdmissionGate("m", max_inflight=2, max_queue_wait_s=0.0, clock=clock)
+    release, log = asyncio.Event(), []
+    running = [asyncio.create_task(hold(gate, "interactive", release, log, i)) for i in range(2)]
+    await settle()
+    assert gate.demand() == 2.0  # nothing refused: what it holds
+    for _ in range(6):
+        with pytest.raises(Overloaded):
+            await hold(gate, "interactive", release, log, "refused")
+    # 6 refused in the gate's first second, each would hold a slot 1 s (no drain measured)
+    assert gate.demand() == pytest.approx(2.0 + 6.0)
+    gate._released.extend([clock()] * 4)  # 4 done per s, 2 slots: a request holds one 0.5 s
+    assert gate.demand() == pytest.approx(2.0 + 6.0 * 0.5)
+    clock.now += 60  # refusals age out of the window
+    assert gate.demand() == 2.0
+    release.set()
+    await asyncio.gather(*running)
+
+
 async def test_a_cancelled_waiter_leaves_the_queue_and_a_slot_it_was_handed_passes_on():
     clock = Clock()
     gate = AdmissionGate("m", max_inflight=1, max_queue_wait_s=5.0, clock=clock)

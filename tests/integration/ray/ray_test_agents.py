@@ -195,6 +195,37 @@ class SlowWorker(Agent):
         return {"n": msg.n, "pid": os.getpid()}
 
 
+@dataclass
+class Turn:
+    """One piece of ``Crawler`` work, ``work_s`` long; ``tag`` names who asked."""
+
+    tag: str
+    work_s: float = 0.02
+
+
+class Crawler(Agent):
+    """Serves the ``crawl`` queue and direct ``Turn`` calls alike (test config: one at a
+    time, queue-depth autoscaling). Answers its replica's pid and the turn's place in that
+    replica's order of work, so a test can see which class the mailbox served when."""
+
+    model = None
+    served = 0  # per process: per replica
+
+    @handler(queue="crawl")
+    async def crawl(self, msg: Turn, ctx: Context) -> dict:
+        return await self._serve(msg)
+
+    @handler
+    async def turn(self, msg: Turn, ctx: Context) -> dict:
+        return await self._serve(msg)
+
+    async def _serve(self, msg: Turn) -> dict:
+        Crawler.served += 1
+        seq = Crawler.served
+        await asyncio.sleep(msg.work_s)
+        return {"pid": os.getpid(), "seq": seq, "tag": msg.tag}
+
+
 class Flaky(Agent):
     """Answers chats only once shared state ``flaky_ok`` is true; fails before that (the
     gateway must not cache the failure)."""

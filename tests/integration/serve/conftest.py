@@ -110,6 +110,7 @@ def cache_redis(tmp_path_factory):
 @pytest.fixture(scope="package")
 def app_config(cache_redis):
     from runtime.config import (
+        AutoscalingConfig,
         ModelConfig,
         ResourcesConfig,
         VariantArmConfig,
@@ -137,6 +138,22 @@ def app_config(cache_redis):
                         ("Worker", {}),
                         ("Flaky", {}),
                         ("Words", {}),
+                        # test_autoscaling_e2e: one turn at a time, scaled on its depth
+                        (
+                            "Crawler",
+                            {
+                                "max_concurrency": 1,
+                                "resources": ResourcesConfig(num_cpus=0),
+                                "autoscaling": AutoscalingConfig(
+                                    min_replicas=1,
+                                    max_replicas=2,
+                                    target_ongoing_requests=4,
+                                    upscale_delay_s=0,
+                                    downscale_delay_s=4,
+                                    look_back_period_s=2,
+                                ),
+                            },
+                        ),
                     )
                 ],
             ],

@@ -1,0 +1,100 @@
+"""Queue-depth autoscaling and the interactive/batch share of an agent, on real Serve.
+
+The ``crawler`` agent (``ray_test_agents.Crawler``) runs one turn at a time and autoscales
+between 1 and 2 replicas on its depth (``runtime.autoscaling``: upscale at once, downscale
+after 4 s, a 2 s window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from runtime.serving import agent_deployment_name
+
+from .conftest import APP
+
+pytestmark = pytest.mark.integration
+
+CRAWLER = agent_deployment_name("crawler")
+
+
+def running_replicas() -> int:
+    from ray import serve
+
+    status = serve.status().applications[APP].deployments[CRAWLER]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def wait_for_replicas(n: int, timeout_s: float) -> float:
+    """Seconds until the crawler runs ``n`` replicas (fails the test after ``timeout_s``)."""
+    start = time.monotonic()
+    while running_replicas() != n:
+        assert time.monotonic() - start < timeout_s, f"not {n} replicas: {running_replicas()}"
+        time.sleep(0.5)
+    return time.monotonic() - start
+
+
+def test_a_task_backlog_scales_the_agent_out_and_back_in(gateway_url, auth):
+    """Tasks are claimed from the queue, never sent through Serve, so Serve's own policy sees
+    no ongoing request at all; the backlog the replicas report is what adds the second."""
+    assert wait_for_replicas(1, 60) >= 0
+    ids = []
+    for i in range(64):
+        r = httpx.post(
+            f"{gateway_url}/v1/tasks/crawl",
+            json={"task": {"tag": f"t{i}", "work_s": 0.25}},
+            headers=auth,
+        )
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    scaled_out_s = wait_for_replicas(2, 60)
+    pids = set()
+    for task_id in ids:
+        r = httpx.get(f"{gateway_url}/v1/tasks/{task_id}?wait_s=60", headers=auth, timeout=70)
+        assert r.json()["state"] == "done", r.text
+        pids.add(r.json()["result"]["pid"])
+    assert len(pids) == 2  # the new replica took its part of the shared backlog
+    scaled_in_s = wait_for_replicas(1, 90)
+    print(f"scaled out after {scaled_out_s:.1f} s, back in {scaled_in_s:.1f} s after the last")
+
+
+def test_interactive_and_batch_calls_share_the_agent_by_the_configured_share(gateway_url, auth):
+    """8 interactive and 8 batch callers, each in a closed loop, keep both classes waiting in
+    the crawler's mailbox; while both wait, interactive turns get ~0.7 of its one worker
+    (``interactive_share``) and batch turns the rest -- neither class starves."""
+
+    async def caller(tag: str, headers: dict[str, str]) -> list[dict]:
+        replies = []
+        async with httpx.AsyncClient(timeout=60) as client:
+            for _ in range(10):
+                r = await client.post(
+                    f"{gateway_url}/v1/agents/crawler/invoke",
+                    json={"message": {"tag": tag, "work_s": 0.03}, "type": "Turn"},
+                    headers=headers,
+                )
+                assert r.status_code == 200, r.text
+                replies.append(r.json()["reply"])
+        return replies
+
+    async def run() -> list[dict]:
+        batch = auth | {"x-raygent-priority": "batch"}
+        callers = [caller("i", auth) for _ in range(8)] + [caller("b", batch) for _ in range(8)]
+        return [reply for replies in await asyncio.gather(*callers) for reply in replies]
+
+    replies = asyncio.run(run())
+    interactive = contested = 0
+    for pid in {r["pid"] for r in replies}:
+        order = [r["tag"] for r in sorted(replies, key=lambda r: r["seq"]) if r["pid"] == pid]
+        # contested: until one class has had its last turn on this replica
+        end = min(max(i for i, t in enumerate(order) if t == tag) for tag in set(order))
+        window = order[: end + 1] if len(set(order)) == 2 else []
+        interactive += window.count("i")
+        contested += len(window)
+    share = interactive / contested
+    print(f"interactive share of {contested} contested turns: {share:.2f} (configured 0.70)")
+    assert contested >= 60
+    assert 0.55 <= share <= 0.85, share
