@@ -156,7 +156,7 @@ class AdmissionGate:
             events.popleft()
         return len(events) / max(1.0, min(DRAIN_WINDOW_S, now - self._born))
 
-    def predicted_wait_s(self, ahead: int) -> float:
+    def predicted_wait_s(self, ahead: float) -> float:
         """Seconds until a request with ``ahead`` waiters in front of it gets a slot."""
         rate = self.drain_rate()
         if rate <= 0.0:

@@ -13,9 +13,11 @@ import time
 import httpx
 import pytest
 
+from runtime.autoscaling import BACKLOG, LOAD
+from runtime.models.client import deployment_name
 from runtime.serving import agent_deployment_name
 
-from .conftest import APP
+from .conftest import APP, PAIR
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +44,7 @@ def test_a_task_backlog_scales_the_agent_out_and_back_in(gateway_url, auth):
     """Tasks are claimed from the queue, never sent through Serve, so Serve's own policy sees
     no ongoing request at all; the backlog the replicas report is what adds the second."""
     assert wait_for_replicas(1, 60) >= 0
+    submitted = time.monotonic()
     ids = []
     for i in range(64):
         r = httpx.post(
@@ -57,9 +60,13 @@ def test_a_task_backlog_scales_the_agent_out_and_back_in(gateway_url, auth):
         r = httpx.get(f"{gateway_url}/v1/tasks/{task_id}?wait_s=60", headers=auth, timeout=70)
         assert r.json()["state"] == "done", r.text
         pids.add(r.json()["result"]["pid"])
+    drained_s = time.monotonic() - submitted
     assert len(pids) == 2  # the new replica took its part of the shared backlog
     scaled_in_s = wait_for_replicas(1, 90)
-    print(f"scaled out after {scaled_out_s:.1f} s, back in {scaled_in_s:.1f} s after the last")
+    print(
+        f"64 tasks of 0.25 s (16 s on one replica) done in {drained_s:.1f} s; "
+        f"scaled out after {scaled_out_s:.1f} s, back in {scaled_in_s:.1f} s after the last"
+    )
 
 
 def test_interactive_and_batch_calls_share_the_agent_by_the_configured_share(gateway_url, auth):
@@ -98,3 +105,17 @@ def test_interactive_and_batch_calls_share_the_agent_by_the_configured_share(gat
     print(f"interactive share of {contested} contested turns: {share:.2f} (configured 0.70)")
     assert contested >= 60
     assert 0.55 <= share <= 0.85, share
+
+
+def test_replicas_report_their_depth_through_serves_hook(gateway_url):
+    """What Serve's controller collects from each replica for the policy: an agent's load and
+    backlog, a model deployment's demand (both idle here)."""
+    from ray import serve
+
+    agent = serve.get_deployment_handle(CRAWLER, app_name=APP)
+    assert agent.record_autoscaling_stats.remote().result(timeout_s=30) == {
+        LOAD: 0.0,
+        BACKLOG: 0.0,
+    }
+    model = serve.get_deployment_handle(deployment_name(PAIR), app_name=APP)
+    assert model.record_autoscaling_stats.remote().result(timeout_s=30) == {LOAD: 0.0}
