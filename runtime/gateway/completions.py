@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,7 @@ class Completions:
         self._telemetry = telemetry
         self._timeout = config.limits.request_timeout_s
         self._variants = {n: VariantRouter(n, v) for n, v in config.variants.items()}
+        self._serve_weights: dict[str, dict[str, float]] = {}
         self._shadow_inflight = dict.fromkeys(self._variants, 0)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self.names: tuple[str, ...] = tuple(
@@ -162,10 +163,42 @@ class Completions:
         return self._variants
 
     def weights_set(self, name: str) -> dict[str, float] | None:
-        """The weights the admin route set for ``name`` (replicated shared state; a local
-        read), or None: the config's."""
+        """The weights in force for ``name`` other than the app config's, or None: those the
+        admin route set (replicated shared state; a local read), else the Serve config's
+        (:meth:`set_serve_weights`)."""
         value = self._runtime.state.get(WEIGHTS_KEY.format(name=name))
-        return value if isinstance(value, dict) else None
+        return value if isinstance(value, dict) else self._serve_weights.get(name)
+
+    def weights_source(self, name: str) -> str:
+        """Where ``name``'s weights come from: ``admin``, ``serve_config`` or ``config``."""
+        if isinstance(self._runtime.state.get(WEIGHTS_KEY.format(name=name)), dict):
+            return "admin"
+        return "serve_config" if name in self._serve_weights else "config"
+
+    def set_serve_weights(self, by_name: Mapping[str, Any]) -> None:
+        """Weights from the Serve config: the Gateway deployment's ``user_config``
+        ``variant_weights``, which Serve hands to every replica (and to each replacement)
+        when it changes, without restarting any. They replace the app config's weights; an
+        admin override still wins until it is cleared. A name left out goes back to the app
+        config's weights.
+
+        Raises:
+            ConfigError: a name without variants, or weights the admin route would refuse
+                (Serve then reports the update as failed and keeps the replica's weights).
+        """
+        checked: dict[str, dict[str, float]] = {}
+        for name, weights in by_name.items():
+            router = self._variants.get(name)
+            if router is None:
+                raise ConfigError(
+                    f"user_config.variant_weights: {name!r} has no variants; names with "
+                    f"variants: {sorted(self._variants)}"
+                )
+            try:
+                checked[name] = router.weights(router.check_weights(weights))
+            except ApiError as exc:
+                raise ConfigError(f"user_config.variant_weights.{name}: {exc.message}") from None
+        self._serve_weights = checked
 
     async def set_weights(self, name: str, weights: dict[str, float] | None) -> None:
         """Set (None: clear) ``name``'s weights on every gateway replica: written to the

@@ -45,6 +45,7 @@ from agents.tracing import TraceContext
 from runtime.cache import ResponseCache
 from runtime.cluster import AppSpec, ClusterClient
 from runtime.config import RaygentConfig
+from runtime.errors import ConfigError
 from runtime.gateway.agent_streams import invoke_events
 from runtime.gateway.completions import Completions, agent_priority
 from runtime.gateway.edge import Edge
@@ -501,6 +502,16 @@ def gateway_deployment(config: RaygentConfig) -> Any:
 
         # -- variant weights (admin key only: see Edge) -----------------------------------------
 
+        def reconfigure(self, user_config: dict[str, Any]) -> None:
+            """Serve's ``user_config`` of this deployment, set in the Serve config file
+            (``serve deploy``): Serve calls this on every replica when it changes, and on each
+            new replica, without a restart. ``variant_weights``: weights per name with
+            variants (``Completions.set_serve_weights``)."""
+            unknown = sorted(set(user_config) - {"variant_weights"})
+            if unknown:
+                raise ConfigError(f"user_config: unknown keys {unknown}; known: variant_weights")
+            self._completions.set_serve_weights(user_config.get("variant_weights") or {})
+
         @http.get("/admin/variants")
         async def list_variants(self) -> dict[str, Any]:
             """Every name with variants: its arms, their current and configured weights."""
@@ -548,7 +559,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 }
                 for n, a in router.arms.items()
             }
-            source = "admin" if set_ is not None else "config"
+            source = self._completions.weights_source(name)
             return {"name": name, "sticky": router.sticky, "weights_from": source, "arms": arms}
 
         # -- agents and tasks ------------------------------------------------------------------

@@ -292,6 +292,43 @@ def test_the_admin_route_moves_weight_on_the_fly_and_clearing_it_restores_the_co
     assert arms_of(range(60)) == before  # the same callers back on the same arms
 
 
+def test_serve_config_weights_replace_the_configs_and_an_admin_override_still_wins(client, auth):
+    """The Gateway's ``user_config`` (what ``serve deploy`` hands every replica without a
+    restart): its weights route callers until an admin override is set, and again once that
+    is cleared; leaving the name out restores the app config's weights."""
+    replica = next(iter(client.app.dependency_overrides.values()))()
+
+    def arms_of(users: range) -> collections.Counter[str]:
+        return collections.Counter(
+            chat(client, auth, user=f"s{u}").json()["variant"] for u in users
+        )
+
+    def entry() -> dict[str, Any]:
+        return client.get("/admin/variants", headers=ADMIN).json()["data"][0]
+
+    before = arms_of(range(40))
+    try:
+        replica.reconfigure({"variant_weights": {"chat": {"a": 0}}})
+        assert arms_of(range(40)) == {"b": 40}
+        assert entry()["weights_from"] == "serve_config" and entry()["arms"]["a"]["weight"] == 0
+        r = client.put("/admin/variants/chat", json={"weights": {"b": 0}}, headers=ADMIN)
+        assert r.json()["weights_from"] == "admin" and arms_of(range(40)) == {"a": 40}
+        client.delete("/admin/variants/chat", headers=ADMIN)
+        assert entry()["weights_from"] == "serve_config" and arms_of(range(40)) == {"b": 40}
+        for bad, message in (
+            ({"variant_weights": {"nope": {"a": 1}}}, "'nope' has no variants"),
+            ({"variant_weights": {"chat": {"a": 0, "b": 0}}}, "chat: weights: at least one"),
+            ({"weights": {}}, "unknown keys ['weights']"),
+        ):
+            with pytest.raises(ConfigError, match=re.escape(message)):
+                replica.reconfigure(bad)
+            assert entry()["weights_from"] == "serve_config"  # a bad update changes nothing
+        replica.reconfigure({})
+        assert entry()["weights_from"] == "config" and arms_of(range(40)) == before
+    finally:
+        replica.reconfigure({})
+
+
 @pytest.mark.parametrize(
     ("body", "param", "message"),
     [
