@@ -35,6 +35,7 @@ VARIANTS = "tiny-ab"  # a name answered by two variants: the default model and V
 VARIANT_MODEL = "tiny-b"
 SHADOWED = "tiny-shadowed"  # the default model answers; every request is copied to tiny-b
 PAIR = "tiny-pair"  # two replicas of a deployment of its own (test_affinity_e2e)
+AUTO = "tiny-auto"  # a deployment of its own, 1-2 replicas on its depth (test_autoscaling_e2e)
 
 
 def _free_port() -> int:
@@ -110,6 +111,7 @@ def cache_redis(tmp_path_factory):
 @pytest.fixture(scope="package")
 def app_config(cache_redis):
     from runtime.config import (
+        AdmissionConfig,
         AutoscalingConfig,
         ModelConfig,
         ResourcesConfig,
@@ -184,6 +186,23 @@ def app_config(cache_redis):
                     placement="deployment",
                     replicas=2,
                     engine_args={"max_num_seqs": 8},
+                    resources=ResourcesConfig(num_cpus=0),
+                ),
+                # Autoscaling (test_autoscaling_e2e): two requests at a time, no queue, so
+                # what it turns away (429) is the demand that scales it out
+                AUTO: ModelConfig(
+                    placement="deployment",
+                    load="eager",
+                    engine_args={"max_num_seqs": 8},
+                    admission=AdmissionConfig(max_inflight=2, max_queue_wait_s=0),
+                    autoscaling=AutoscalingConfig(
+                        min_replicas=1,
+                        max_replicas=2,
+                        target_ongoing_requests=4,
+                        upscale_delay_s=0,
+                        downscale_delay_s=5,
+                        look_back_period_s=2,
+                    ),
                     resources=ResourcesConfig(num_cpus=0),
                 ),
             },

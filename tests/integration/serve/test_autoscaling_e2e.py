@@ -17,25 +17,25 @@ from runtime.autoscaling import BACKLOG, LOAD
 from runtime.models.client import deployment_name
 from runtime.serving import agent_deployment_name
 
-from .conftest import APP, PAIR
+from .conftest import APP, AUTO, PAIR
 
 pytestmark = pytest.mark.integration
 
 CRAWLER = agent_deployment_name("crawler")
 
 
-def running_replicas() -> int:
+def running_replicas(deployment: str = CRAWLER) -> int:
     from ray import serve
 
-    status = serve.status().applications[APP].deployments[CRAWLER]
+    status = serve.status().applications[APP].deployments[deployment]
     return status.replica_states.get("RUNNING", 0)
 
 
-def wait_for_replicas(n: int, timeout_s: float) -> float:
-    """Seconds until the crawler runs ``n`` replicas (fails the test after ``timeout_s``)."""
+def wait_for_replicas(n: int, timeout_s: float, deployment: str = CRAWLER) -> float:
+    """Seconds until ``deployment`` runs ``n`` replicas (fails the test after ``timeout_s``)."""
     start = time.monotonic()
-    while running_replicas() != n:
-        assert time.monotonic() - start < timeout_s, f"not {n} replicas: {running_replicas()}"
+    while (now := running_replicas(deployment)) != n:
+        assert time.monotonic() - start < timeout_s, f"{deployment}: {now} replicas, not {n}"
         time.sleep(0.5)
     return time.monotonic() - start
 
@@ -119,3 +119,61 @@ def test_replicas_report_their_depth_through_serves_hook(gateway_url):
     }
     model = serve.get_deployment_handle(deployment_name(PAIR), app_name=APP)
     assert model.record_autoscaling_stats.remote().result(timeout_s=30) == {LOAD: 0.0}
+
+
+def test_a_model_that_sheds_load_scales_out_on_the_demand_it_refused(gateway_url, auth):
+    """tiny-auto takes two requests at a time and queues none: Serve's own count never
+    passes 2 per replica (under its target of 4), but the refusals count as demand, so a
+    second replica starts; once it is warm both answer, and it goes when the load does."""
+    from ray import serve
+
+    deployment = deployment_name(AUTO)
+    assert wait_for_replicas(1, 60, deployment) >= 0
+    outcomes: dict[int, int] = {}
+
+    async def caller(n: int, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                r = await client.post(
+                    f"{gateway_url}/v1/chat/completions",
+                    json={
+                        "model": AUTO,
+                        "messages": [{"role": "user", "content": f"caller {n} turn {i}"}],
+                        "max_tokens": 32,
+                    },
+                    headers=auth | {"cache-control": "no-store"},
+                )
+                outcomes[r.status_code] = outcomes.get(r.status_code, 0) + 1
+                assert r.status_code in (200, 429), r.text
+                if r.status_code == 429:
+                    await asyncio.sleep(0.05)
+
+    async def load_until_scaled() -> float:
+        stop = asyncio.Event()
+        callers = [asyncio.create_task(caller(n, stop)) for n in range(8)]
+        start = time.monotonic()
+        while running_replicas(deployment) < 2:
+            assert time.monotonic() - start < 120, f"not scaled out: {outcomes}"
+            await asyncio.sleep(0.5)
+        scaled = time.monotonic() - start
+        await asyncio.sleep(5)  # both replicas answer for a while
+        stop.set()
+        await asyncio.gather(*callers)
+        return scaled
+
+    scaled_out_s = asyncio.run(load_until_scaled())
+    handle = serve.get_deployment_handle(deployment, app_name=APP)
+    served = {}
+    for _ in range(20):  # each call reaches one replica; 20 reach both
+        stats = handle.stats.remote().result(timeout_s=30)
+        served[stats["replica"]] = stats["counts"].get("requests", 0)
+    assert len(served) == 2 and all(served.values()), served
+    assert outcomes.get(429, 0) > 0
+    scaled_in_s = wait_for_replicas(1, 90, deployment)
+    print(
+        f"{AUTO}: second replica running {scaled_out_s:.1f} s into the load; answers "
+        f"{outcomes}; requests per replica {sorted(served.values())}; one replica again "
+        f"{scaled_in_s:.1f} s after the load stopped"
+    )
