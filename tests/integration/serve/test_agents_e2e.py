@@ -115,12 +115,16 @@ async def test_backpressure_is_a_429_and_timeouts_a_504(gateway_url, auth):
     """echo has a mailbox of 2 and one worker: holds pile up, the excess is refused with
     Retry-After, and the held ones end at their timeout (their handlers cancelled).
 
-    The holds' timeout is long enough that a slow machine spreading the burst's arrival over
-    a few seconds cannot free a slot before the last request arrives."""
+    The calls arrive 150 ms apart. Serve's router checks ``max_queued_requests`` before it
+    counts a request as queued, with an await between (Ray 2.60, ``Router.assign_request``),
+    so calls that reach the gateway in the same instant all pass the check and wait for the
+    replica instead of being refused: two CI runs saw eight 504s and no 429 that way. The
+    holds' timeout is long enough that the last call arrives well before the first ends."""
     tag = uuid.uuid4().hex[:8]
     started = time.monotonic()
 
     async def hold(c: httpx.AsyncClient, i: int) -> tuple[httpx.Response, float]:
+        await asyncio.sleep(0.15 * i)
         r = await c.post(
             f"{gateway_url}/v1/agents/echo/invoke",
             json={"message": {"tag": f"{tag}-{i}"}, "type": "Hold", "timeout_s": 8},
