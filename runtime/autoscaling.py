@@ -46,7 +46,9 @@ BACKLOG = "raygent_backlog"
 """Custom metric: work waiting outside every replica for any of them to take."""
 
 POLICY = f"{__name__}:queue_depth_policy"
-"""Import path Serve resolves in its controller (which imports this module, not the app)."""
+"""Import path of the policy. Serve imports it where the deployment is declared and pickles
+this module *by value* into its controller, so the module stays self-contained: nothing from
+the rest of raygent, only the standard library."""
 
 
 def queue_depth_policy(ctx: Any) -> tuple[float, dict[str, Any]]:
