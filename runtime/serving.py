@@ -90,10 +90,6 @@ def actor_options(resources: ResourcesConfig, *more: ResourcesConfig) -> dict[st
     return out
 
 
-_SERVE_METRICS_INTERVAL_S = 10.0
-"""Serve's default ``metrics_interval_s``: how often a replica pushes its figures."""
-
-
 def scaling_options(
     replicas: int, autoscaling: AutoscalingConfig | None, *, queue_depth: bool = True
 ) -> dict[str, Any]:
@@ -102,6 +98,8 @@ def scaling_options(
     report their depth, else Serve's default policy (``queue_depth=False``: the gateway)."""
     if autoscaling is None:
         return {"num_replicas": replicas}
+    from ray.serve.config import DEFAULT_METRICS_INTERVAL_S  # how often replicas report
+
     window = autoscaling.look_back_period_s
     config: dict[str, Any] = {
         "min_replicas": autoscaling.min_replicas,
@@ -111,7 +109,7 @@ def scaling_options(
         "downscale_delay_s": autoscaling.downscale_delay_s,
         "look_back_period_s": window,
     }
-    if window / 2 < _SERVE_METRICS_INTERVAL_S:
+    if window / 2 < DEFAULT_METRICS_INTERVAL_S:
         # Serve wants reports more often than the window (it warns on the field, deprecated
         # for an environment variable its replicas do not read yet in Ray 2.60).
         config["metrics_interval_s"] = window / 2

@@ -9,7 +9,6 @@ with two arms, so it starts in seconds.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from importlib.util import find_spec
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
+from bench.harness.servers import free_port
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,12 +27,6 @@ pytestmark = [
 APP = "cfg-weights"
 TEST_AGENTS = Path(__file__).parent / "ray"  # ray_test_agents, for the app's workers
 ADMIN = {"Authorization": "Bearer sk-cfg-admin"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def serve_client(ray_session):
         pytest.skip("Serve is already running here (its ingress port is not this module's)")
     except ValueError:
         pass
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         yield serve.context._get_global_client(), f"http://127.0.0.1:{port}"

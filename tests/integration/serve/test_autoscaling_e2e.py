@@ -43,7 +43,7 @@ def wait_for_replicas(n: int, timeout_s: float, deployment: str = CRAWLER) -> fl
 def test_a_task_backlog_scales_the_agent_out_and_back_in(gateway_url, auth):
     """Tasks are claimed from the queue, never sent through Serve, so Serve's own policy sees
     no ongoing request at all; the backlog the replicas report is what adds the second."""
-    assert wait_for_replicas(1, 60) >= 0
+    wait_for_replicas(1, 60)
     submitted = time.monotonic()
     ids = []
     for i in range(64):
@@ -128,7 +128,7 @@ def test_a_model_that_sheds_load_scales_out_on_the_demand_it_refused(gateway_url
     from ray import serve
 
     deployment = deployment_name(AUTO)
-    assert wait_for_replicas(1, 60, deployment) >= 0
+    wait_for_replicas(1, 60, deployment)
     outcomes: dict[int, int] = {}
 
     async def caller(n: int, stop: asyncio.Event) -> None:
