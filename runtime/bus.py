@@ -22,9 +22,10 @@ place -- no thread, no hop between threads. Measured with ``python -m bench.runt
 topic message every 2 ms, p50, 2-core VM): with a reader thread, publish to the thread 124 us,
 thread to loop 122 us, loop to handler 105 us; read on the loop, publish to loop 156-172 us and
 loop to handler ~100 us, end to end 221-257 us where it was 297-445 us (a Compiled Graphs hop
-in the same runs: 238-283 us). A poll
-every ``_POLL_S`` covers a missed wake-up (possible in theory, see ``shm._wait``) and notices a
-writer that died. Where the wake socket is unavailable (not Linux) a thread per ring reads
+in the same runs: 238-283 us). One poll of every loop reader each ``_POLL_S`` covers a missed
+wake-up (possible in theory, see ``shm._wait``) and notices a writer that died: one timer per
+bus, not one per ring, because on a small node every timer is a wake-up that the serving path
+queues behind. Where the wake socket is unavailable (not Linux) a thread per ring reads
 instead, handing each batch to the loop.
 
 A topic record waits for mailbox room: the loop reader stops reading its ring until the
@@ -106,6 +107,7 @@ class EventBus:
         self._ring = RingBuffer.create(capacity_bytes, "block", block_timeout_s=write_timeout_s)
         self._write_lock = threading.Lock()  # the loop and fallback threads both write
         self._readers: dict[str, _LoopReader | _ReaderThread] = {}
+        self._poll: asyncio.TimerHandle | None = None  # ticks the loop readers while any exist
 
     @property
     def handle(self) -> RingHandle:
@@ -150,6 +152,8 @@ class EventBus:
             return
         try:
             self._readers[replica_id] = _LoopReader(self, replica_id, reader)
+            if self._poll is None:
+                self._poll = self._loop.call_later(_POLL_S, self._tick)
         except (OSError, NotImplementedError):  # no wake socket, or a loop without add_reader
             t = _ReaderThread(self, replica_id, reader)
             self._readers[replica_id] = t
@@ -160,6 +164,14 @@ class EventBus:
         if t is not None:
             t.stop()
 
+    def _tick(self) -> None:
+        """Poll every loop reader (a missed wake-up, a dead writer), then again in ``_POLL_S``
+        while any is left."""
+        loop_readers = [r for r in self._readers.values() if isinstance(r, _LoopReader)]
+        for r in loop_readers:
+            r.drain()
+        self._poll = self._loop.call_later(_POLL_S, self._tick) if loop_readers else None
+
     def attached(self) -> set[str]:
         return set(self._readers)
 
@@ -167,6 +179,9 @@ class EventBus:
         """Stop reading, close and unlink this replica's ring."""
         for rid in list(self._readers):
             self.detach(rid)
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
         self._ring.close()
         self._ring.unlink()
 
@@ -200,26 +215,19 @@ class _LoopReader:
         self._fd = reader.wake_fd()  # OSError: no wake socket here (the caller falls back)
         self._pending: asyncio.Task | None = None  # a delivery waiting for mailbox room
         self._closed = False
-        loop.add_reader(self._fd, self._drain)
-        self._timer = loop.call_later(_POLL_S, self._tick)
-        loop.call_soon(self._drain)
+        loop.add_reader(self._fd, self.drain)
+        loop.call_soon(self.drain)
 
     def stop(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._loop.remove_reader(self._fd)
-        self._timer.cancel()
         if self._pending is not None:
             self._pending.cancel()
         self._reader.close()
 
-    def _tick(self) -> None:
-        if not self._closed:
-            self._timer = self._loop.call_later(_POLL_S, self._tick)
-            self._drain()
-
-    def _drain(self) -> None:
+    def drain(self) -> None:
         """Read what the ring holds, queue it, then arm the wake-up and go back to sleep."""
         if self._closed or self._pending is not None:
             return
@@ -252,7 +260,7 @@ class _LoopReader:
                 # Measured at one message every 2 ms: mailbox -> worker 69 us p50 when the
                 # look-again came first.
                 break
-        self._loop.call_soon(self._drain)  # after the loop's other callbacks
+        self._loop.call_soon(self.drain)  # after the loop's other callbacks
 
     async def _deliver(self, items: list[Item]) -> None:
         try:
@@ -261,7 +269,7 @@ class _LoopReader:
             log.exception("bus: delivering records from %s failed", self._replica_id)
         finally:
             self._pending = None
-        self._drain()
+        self.drain()
 
 
 class _ReaderThread(threading.Thread):

@@ -111,6 +111,7 @@ from runtime.serving import (
     ENGINE_HOST_SETUP_HOOK,
     GATEWAY,
     actor_options,
+    pin_engine_loops,
     scaling_options,
     serve_at_node_priority,
     yield_cpu,
@@ -628,6 +629,7 @@ class ModelHost:
                 raise
             self._last_warmup_s = warm_s
             self._m_warm.observe(warm_s)
+            await asyncio.to_thread(pin_engine_loops, engine.pids)
             self._engine = engine
             self._gate.max_inflight = self._cfg.admission.max_inflight or default_max_inflight(
                 engine.max_num_seqs, _cpu_cores() if engine.on_cpu else None

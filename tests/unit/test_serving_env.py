@@ -98,6 +98,40 @@ def test_the_cluster_moves_off_the_engine_cores_except_threads_bound_to_them(env
         child.wait()
 
 
+_TWO_THREADS = """
+import threading, time
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux only")
+def test_an_engine_loop_is_pinned_beside_its_worker_and_its_other_threads_are_not(env):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two cores")
+    env.setenv(serving.OMP_BIND_ENV, str(cpus[0]))
+    child = subprocess.Popen([sys.executable, "-c", _TWO_THREADS], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        assert serving.pin_engine_loops([child.pid, 2**22 + 1]) == 1  # a gone pid is skipped
+        masks = {
+            int(tid): os.sched_getaffinity(int(tid))
+            for tid in os.listdir(f"/proc/{child.pid}/task")
+        }
+        assert masks.pop(child.pid) == {cpus[0]}
+        assert list(masks.values()) == [set(cpus)]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_no_split_no_pinning(env):
+    env.delenv(serving.OMP_BIND_ENV, raising=False)
+    assert serving.pin_engine_loops([os.getpid()]) == 0
+
+
 _FAMILY = """
 import os, subprocess, sys, threading, time
 def nicer():  # a thread already below the target: left alone
