@@ -243,8 +243,11 @@ def pin_engine_loops(pids: list[int]) -> int:
     behind whatever else runs there -- the HTTP frontend, HAProxy and, in a Ray cluster, every
     replica and daemon (about 4,000 wake-ups a second on an idle 2-core node) -- and every
     decode step waits for it. Measured on 2 cores, the suite's chat load (435 tokens in, 32
-    out), six alternated rounds on one running server: c=1 6.7 -> 6.9 requests/s, c=4 17.8 ->
-    20.6, c=16 34.5 -> 43.1, c=32 43.6 -> 55.2 (TPOT p50 18.8 -> 12.1 ms).
+    out), alternated rounds on one running server (medians of 4): c=1 8.5 -> 8.6 requests/s,
+    c=4 21.5 -> 25.0, c=16 42.2 -> 53.3, c=32 49.8 -> 69.3; TPOT p50 at c=32 16.4 -> 11.1 ms.
+    The cost: TTFT p50 at c=16-32 rises 22-50% (57.9 -> 70.7 ms, 91.7 -> 138.4 ms), because
+    the frontend, left alone on the reserved core, is the limit now. Every thread of the
+    engine core there instead (its I/O too): c=1-4 +11-16%, c=16-32 -7-11% against this.
 
     Called once an engine is warm; nothing changes without the split (a GPU, a binding of the
     user's own, too few cores). Linux only.
