@@ -192,6 +192,15 @@ def split_cpus_for_engine() -> list[int] | None:
     return engine
 
 
+def _engine_cores() -> set[int]:
+    """The engine's cores as ``VLLM_CPU_OMP_THREADS_BIND`` names them; empty when unset or
+    where affinity cannot be set."""
+    bind = os.environ.get(OMP_BIND_ENV)
+    if not bind or not hasattr(os, "sched_setaffinity"):
+        return set()
+    return {int(c) for c in bind.split(",") if c.strip().isdigit()}
+
+
 def keep_cluster_off_engine_cores(root: int | None = None) -> int:
     """Move every thread of this node's Ray processes off the engine's cores
     (``VLLM_CPU_OMP_THREADS_BIND``), except the threads vLLM bound to them.
@@ -207,10 +216,9 @@ def keep_cluster_off_engine_cores(root: int | None = None) -> int:
     Returns:
         How many threads were moved.
     """
-    bind = os.environ.get(OMP_BIND_ENV)
-    if not bind or not hasattr(os, "sched_setaffinity") or not os.path.isdir("/proc/self/task"):
+    engine = _engine_cores()
+    if not engine or not os.path.isdir("/proc/self/task"):
         return 0
-    engine = {int(c) for c in bind.split(",") if c.strip().isdigit()}
     rest = set(os.sched_getaffinity(0)) - engine
     if not engine or not rest:
         return 0
@@ -255,10 +263,9 @@ def pin_engine_loops(pids: list[int]) -> int:
     Returns:
         How many threads were bound.
     """
-    bind = os.environ.get(OMP_BIND_ENV)
-    if not bind or not hasattr(os, "sched_setaffinity"):
+    engine = _engine_cores()
+    if not engine:
         return 0
-    engine = {int(c) for c in bind.split(",") if c.strip().isdigit()}
     pinned = 0
     for pid in pids:
         try:

@@ -3,9 +3,11 @@ engine's cores (runtime.serving), on a fake environment and CPU set."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -74,6 +76,23 @@ time.sleep(60)
 """
 
 
+@contextlib.contextmanager
+def _child(code: str, *args: str) -> Iterator[int]:
+    """A Python child running ``code``; yields its pid once it printed ``ready``."""
+    child = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == b"ready"
+        yield child.pid
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _masks(pid: int) -> dict[int, set[int]]:
+    """Each thread's affinity, by thread id."""
+    return {int(t): os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux only")
 def test_the_cluster_moves_off_the_engine_cores_except_threads_bound_to_them(env):
     cpus = sorted(os.sched_getaffinity(0))
@@ -81,21 +100,10 @@ def test_the_cluster_moves_off_the_engine_cores_except_threads_bound_to_them(env
         pytest.skip("needs two cores")
     engine, rest = {cpus[0]}, set(cpus) - {cpus[0]}
     env.setenv(serving.OMP_BIND_ENV, str(cpus[0]))
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(cpus[0])],
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert child.stdout.readline().strip() == b"ready"
-        assert serving.keep_cluster_off_engine_cores(child.pid) == 1
-        masks = {
-            tid: os.sched_getaffinity(int(tid)) for tid in os.listdir(f"/proc/{child.pid}/task")
-        }
-        got = sorted(tuple(sorted(m)) for m in masks.values())
+    with _child(_CHILD, str(cpus[0])) as pid:
+        assert serving.keep_cluster_off_engine_cores(pid) == 1
+        got = sorted(tuple(sorted(m)) for m in _masks(pid).values())
         assert got == sorted([tuple(sorted(engine)), tuple(sorted(rest))])
-    finally:
-        child.kill()
-        child.wait()
 
 
 _TWO_THREADS = """
@@ -112,19 +120,11 @@ def test_an_engine_loop_is_pinned_beside_its_worker_and_its_other_threads_are_no
     if len(cpus) < 2:
         pytest.skip("needs two cores")
     env.setenv(serving.OMP_BIND_ENV, str(cpus[0]))
-    child = subprocess.Popen([sys.executable, "-c", _TWO_THREADS], stdout=subprocess.PIPE)
-    try:
-        assert child.stdout.readline().strip() == b"ready"
-        assert serving.pin_engine_loops([child.pid, 2**22 + 1]) == 1  # a gone pid is skipped
-        masks = {
-            int(tid): os.sched_getaffinity(int(tid))
-            for tid in os.listdir(f"/proc/{child.pid}/task")
-        }
-        assert masks.pop(child.pid) == {cpus[0]}
+    with _child(_TWO_THREADS) as pid:
+        assert serving.pin_engine_loops([pid, 2**22 + 1]) == 1  # a gone pid is skipped
+        masks = _masks(pid)
+        assert masks.pop(pid) == {cpus[0]}
         assert list(masks.values()) == [set(cpus)]
-    finally:
-        child.kill()
-        child.wait()
 
 
 def test_no_split_no_pinning(env):
