@@ -81,10 +81,10 @@ from runtime.models import (
 from runtime.queues import make_task_queue
 from runtime.ray_registry import ActorTaskQueue
 from runtime.serving import (
-    ENGINE_HOST_SETUP_HOOK,
     GATEWAY,
     HA_PROXY_ENV,
     actor_options,
+    engine_host_runtime_env,
     gateway_replicas,
     keep_cluster_off_engine_cores,
     scaling_options,
@@ -232,7 +232,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
     # threads), so it runs on Serve's own loop, as Serve's throughput-optimized mode does.
     runtime_env: dict[str, Any] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
     if hosted:  # start the engine's chain (priority, vLLM's import) as the process starts
-        runtime_env["worker_process_setup_hook"] = ENGINE_HOST_SETUP_HOOK
+        runtime_env = engine_host_runtime_env(runtime_env)
     ray_options["runtime_env"] = runtime_env
     options = {
         "name": GATEWAY,

@@ -108,9 +108,10 @@ from runtime.models.client import CACHE_SALT, deployment_name, translate_ray_err
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.models.routes import ModelAt, resolve_model
 from runtime.serving import (
-    ENGINE_HOST_SETUP_HOOK,
     GATEWAY,
     actor_options,
+    engine_host_runtime_env,
+    engine_host_setup_at,
     pin_engine_loops,
     scaling_options,
     serve_at_node_priority,
@@ -406,6 +407,8 @@ class ModelHost:
             "load_error": str(self._load_error) if self._load_error else None,
             "counts": dict(self._counts),
             "events": list(self._events),
+            # when this process began vLLM's import ahead of the replica (None: it did not)
+            "engine_host_setup_at": engine_host_setup_at(),
         }
         if engine is not None:
             out.update(engine.stats())
@@ -833,10 +836,7 @@ def model_deployment(
     """
     ray_options = actor_options(config.resources)
     # Priority and vLLM's import from the moment the replica's process starts.
-    ray_options["runtime_env"] = {
-        "worker_process_setup_hook": ENGINE_HOST_SETUP_HOOK,
-        **(runtime_env or {}),
-    }
+    ray_options["runtime_env"] = engine_host_runtime_env(runtime_env)
     options: dict[str, Any] = {
         "name": deployment_name(name),
         "ray_actor_options": ray_options,

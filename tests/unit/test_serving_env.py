@@ -185,3 +185,22 @@ def test_gateway_replicas_auto_is_two_where_the_machine_has_room(env):
     assert serving.gateway_replicas(auto, [gpu, gpu]) == 1  # two GPUs per replica, two GPUs
     with pytest.raises(ValueError, match="'auto'"):
         GatewayConfig(replicas=0)
+
+
+def test_engine_hosts_name_their_setup_hook_where_a_worker_reads_it_and_keep_the_callers_env():
+    from ray._private.ray_constants import WORKER_PROCESS_SETUP_HOOK_ENV_VAR as KEY
+
+    given = {"env_vars": {"HF_HOME": "/models"}, "pip": ["x"]}
+    out = serving.engine_host_runtime_env(given)
+    assert out == {
+        "env_vars": {"HF_HOME": "/models", KEY: serving.ENGINE_HOST_SETUP_HOOK},
+        "pip": ["x"],
+    }
+    assert given == {"env_vars": {"HF_HOME": "/models"}, "pip": ["x"]}  # not modified
+    assert "worker_process_setup_hook" not in out  # Ray ignores it on an actor
+    mine = serving.engine_host_runtime_env({"env_vars": {KEY: "my.hook"}})
+    assert mine["env_vars"][KEY] == "my.hook"
+    # the name resolves to the function Ray will call
+    from ray._common.utils import load_class
+
+    assert load_class(serving.ENGINE_HOST_SETUP_HOOK) is serving.engine_host_setup

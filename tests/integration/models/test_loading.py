@@ -44,6 +44,15 @@ async def test_lazy_replica_loads_once_for_concurrent_first_requests(lazy_model)
     assert len(arrived) == 4 and "request_arrived:ready" not in arrived
 
 
+async def test_engine_host_setup_ran_before_the_replica_was_built(lazy_model):
+    # Ray ran engine_host_setup as the worker process started: priority and vLLM's import
+    # begin before Serve builds the replica, not after its constructor.
+    stats = await lazy_model.stats()
+    started = next(t for t, e in stats["events"] if e == "replica_started")
+    assert stats["engine_host_setup_at"] is not None
+    assert stats["engine_host_setup_at"] <= started
+
+
 async def test_idle_engine_is_unloaded_then_reloaded_on_demand(lazy_model):
     await lazy_model.client.chat(HI, max_tokens=2)  # loaded (by this or the previous test)
     pids = (await lazy_model.stats())["engine_pids"]
