@@ -17,7 +17,12 @@ from runtime.config import GatewayConfig
 
 @pytest.fixture
 def env(monkeypatch):
-    for name in (serving.HA_PROXY_ENV, serving.OMP_BIND_ENV, "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+    for name in (
+        serving.HA_PROXY_ENV,
+        serving.HA_PROXY_THREADS_ENV,
+        serving.OMP_BIND_ENV,
+        "VLLM_CPU_NUM_OF_RESERVED_CPU",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(serving, "_has_gpu", lambda: False)
     return monkeypatch
@@ -61,6 +66,24 @@ def test_the_ingress_is_chosen_only_before_ray_starts_and_a_users_choice_wins(en
     env.setattr(ray, "is_initialized", lambda: True)
     assert not serving.prepare_ray_env(GatewayConfig())
     assert serving.HA_PROXY_ENV not in os.environ
+
+
+def test_haproxy_gets_one_thread_per_core_the_engine_leaves_unless_the_user_chose(env):
+    ray = pytest.importorskip("ray")
+    env.setattr(ray, "is_initialized", lambda: False)
+    env.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    env.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "2")
+    serving.prepare_ray_env(GatewayConfig())
+    assert os.environ[serving.HA_PROXY_THREADS_ENV] == "2"
+    env.delenv(serving.OMP_BIND_ENV)
+    env.setenv(serving.HA_PROXY_THREADS_ENV, "8")
+    serving.prepare_ray_env(GatewayConfig())
+    assert os.environ[serving.HA_PROXY_THREADS_ENV] == "8"
+    env.delenv(serving.HA_PROXY_THREADS_ENV)
+    env.delenv(serving.OMP_BIND_ENV)
+    env.setattr(serving, "_has_gpu", lambda: True)  # no split: Serve's default stays
+    serving.prepare_ray_env(GatewayConfig())
+    assert serving.HA_PROXY_THREADS_ENV not in os.environ
 
 
 _CHILD = """
