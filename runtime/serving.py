@@ -145,10 +145,11 @@ def prepare_ray_env(gateway: GatewayConfig) -> bool:
 
     ``serve run serve_app:app`` imports the application *before* it calls ``ray.init``, and the
     processes Ray starts inherit this process's environment; so this is the one moment at which
-    the application can pick Serve's ingress (``gateway.ingress``) and name the engine's cores
-    (:func:`split_cpus_for_engine`). A variable the user set already wins, and a process already
-    connected to Ray (a test, ``serve deploy`` against a running cluster) is left alone: its
-    cluster was set up when it started.
+    the application can pick Serve's ingress (``gateway.ingress``), name the engine's cores
+    (:func:`split_cpus_for_engine`) and give HAProxy one thread per core the engine leaves.
+    A variable the user set already wins, and a process already connected to Ray (a test,
+    ``serve deploy`` against a running cluster) is left alone: its cluster was set up when it
+    started.
 
     The listen host does not change: Serve forces all interfaces only when the variable is set
     before ``ray.serve`` is imported, which is not the case here, so ``http_options.host``
@@ -267,9 +268,12 @@ def pin_engine_loops(pids: list[int]) -> int:
     decode step waits for it. Measured on 2 cores, the suite's chat load (435 tokens in, 32
     out), alternated rounds on one running server (medians of 4): c=1 8.5 -> 8.6 requests/s,
     c=4 21.5 -> 25.0, c=16 42.2 -> 53.3, c=32 49.8 -> 69.3; TPOT p50 at c=32 16.4 -> 11.1 ms.
-    The cost: TTFT p50 at c=16-32 rises 22-50% (57.9 -> 70.7 ms, 91.7 -> 138.4 ms), because
-    the frontend, left alone on the reserved core, is the limit now. Every thread of the
-    engine core there instead (its I/O too): c=1-4 +11-16%, c=16-32 -7-11% against this.
+    The cost: TTFT p50 at c=16-32 rises 22-50% (57.9 -> 70.7 ms, 91.7 -> 138.4 ms). Every
+    thread of the engine core there instead (its I/O too): c=1-4 +11-16%, c=16-32 -7-11%
+    against this. Those rounds repeated their prompts, so from the second on vLLM's prefix
+    cache held them; with fresh prompts (c=32, 3 rounds) the gain is smaller and the TTFT cost
+    larger: 36.4 -> 39.4 requests/s, TPOT p50 21.8 -> 17.9 ms, TTFT p50 189 -> 276 ms, as the
+    loop waits its turn beside the worker before it takes in new requests.
 
     Called once an engine is warm; nothing changes without the split (a GPU, a binding of the
     user's own, too few cores). Linux only.
