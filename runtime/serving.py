@@ -11,7 +11,6 @@ import functools
 import importlib
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -405,29 +404,31 @@ def engine_host_setup() -> None:
 
     * priority from the first instruction (:func:`serve_at_node_priority`), so the other
       replicas' imports take what CPU the engine chain leaves, not half of it;
-    * the vLLM import (seconds) begins now on a thread, in parallel with the replica's own
-      imports and Serve's set-up, instead of after the constructor has run.
+    * the vLLM import (seconds) happens now, before the worker takes the replica's creation
+      task, instead of after the constructor has run.
+
+    The import runs here, not on a thread beside the replica's own set-up: the two import
+    overlapping modules (``ray.serve``, ``runtime.*``), and Python resolves a cycle between
+    two threads' imports by handing one of them a partially initialized module -- seen in CI
+    as ``ImportError: cannot import name 'UserCallableWrapper' from partially initialized
+    module 'ray.serve._private.replica'``, a failed replica and a retry.
 
     Measured on 2 cores (``serve run serve_app:app`` to ``/readyz`` 200): 46-48 s when the
-    hook was set as an actor's ``worker_process_setup_hook`` and so never ran, 41 s running.
+    hook was set as an actor's ``worker_process_setup_hook`` and so never ran.
     """
     global _setup_at
     _setup_at = time.monotonic()
     raised = serve_at_node_priority()
-    threading.Thread(target=_import_engine, name="raygent-import-vllm", daemon=True).start()
-    log.info("engine host: %d threads at the node's priority; importing vLLM meanwhile", raised)
+    log.info("engine host: %d threads at the node's priority; importing vLLM", raised)
+    try:
+        importlib.import_module("runtime.models.engine")
+    except Exception:  # the replica's own import raises it again where it can be reported
+        log.warning("early import of the engine module failed", exc_info=True)
 
 
 def engine_host_setup_at() -> float | None:
     """When :func:`engine_host_setup` ran in this process (``time.monotonic()``), or None."""
     return _setup_at
-
-
-def _import_engine() -> None:
-    try:
-        importlib.import_module("runtime.models.engine")
-    except Exception:  # the replica's own import will raise it where it can be reported
-        log.debug("early import of the engine module failed", exc_info=True)
 
 
 def _cluster_root() -> int | None:
