@@ -19,9 +19,10 @@ test: venv-cpu redis  ## set up (with vLLM's CPU build), start redis-server, run
 
 check: lint test  ## the whole gate (what CI runs, plus lint)
 
-lint: venv
+lint: venv  ## ruff (lint + format) and mypy on the public packages ([tool.mypy] files)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: venv
 	$(BIN)/ruff format .

@@ -105,7 +105,8 @@ def _register_tree(cls: type) -> None:
 def _field_hints(cls: type) -> list[Any]:
     """The annotations of a message type's fields, as far as they resolve here."""
     if not dataclasses.is_dataclass(cls):
-        return [f.annotation for f in cls.model_fields.values()]  # pydantic resolved them
+        fields = cls.model_fields  # type: ignore[attr-defined]  # a pydantic model
+        return [f.annotation for f in fields.values()]  # pydantic resolved them
     try:
         hints = typing.get_type_hints(cls)
     except Exception:

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-def _rebuild(cls: type, args: tuple, attrs: dict) -> AgentError:
+def _rebuild(cls: type[AgentError], args: tuple, attrs: dict) -> AgentError:
     err = cls.__new__(cls)
     err.args = args
     err.__dict__.update(attrs)

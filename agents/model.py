@@ -118,7 +118,8 @@ class SamplingParams:
         _check_tool_choice(self.tool_choice, self.tools)
         _check_response_format(self.response_format)
         _check_structured(self.structured_outputs)
-        constrained = bool(self.response_format) and self.response_format["type"] != "text"
+        fmt = self.response_format
+        constrained = fmt is not None and bool(fmt) and fmt["type"] != "text"
         if constrained and self.structured_outputs:
             raise InvalidParameter(
                 "structured_outputs", self.structured_outputs, "unset with response_format"
@@ -165,10 +166,10 @@ def _check_tools(tools: Any) -> tuple[dict[str, Any], ...]:
     names = set()
     for i, t in enumerate(tools):
         spec = getattr(t, "openai_tool", t)  # an agents.tools.Tool, or the dict itself
-        fn = spec.get("function") if isinstance(spec, dict) else None
-        ok = isinstance(spec, dict) and spec.get("type") == "function" and isinstance(fn, dict)
-        name = fn.get("name") if ok else None
-        if not ok or not isinstance(name, str) or not _TOOL_NAME.match(name):
+        is_function = isinstance(spec, dict) and spec.get("type") == "function"
+        fn = spec.get("function") if is_function else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(fn, dict) or not isinstance(name, str) or not _TOOL_NAME.match(name):
             raise InvalidParameter(
                 f"tools[{i}]",
                 spec,

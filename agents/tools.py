@@ -130,7 +130,7 @@ def agent_tool(
         description: default the message type's docstring.
         timeout_s: the most the agent may take (``send``'s timeout).
     """
-    adapter = pydantic.TypeAdapter(message)
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(message)
     schema = adapter.json_schema()
     schema.pop("title", None)
     doc = description if description is not None else _summary(message.__doc__)
@@ -251,9 +251,9 @@ async def _call(tools: dict[str, Tool], call: ToolCall, ctx: Context | None) -> 
         return f"error: there is no tool {call.name!r}; the tools are {sorted(tools)}"
     try:
         arguments = call.args()
-        async with asyncio.timeout(t.timeout_s):
-            result = await t.run(arguments, ctx)
-    except TimeoutError:
+        # wait_for, not asyncio.timeout: the SDK runs on Python 3.10 (the type gate checks it)
+        result = await asyncio.wait_for(t.run(arguments, ctx), t.timeout_s)
+    except asyncio.TimeoutError:  # TimeoutError itself from 3.11 on
         return f"error: {call.name} did not finish within {t.timeout_s:g}s"
     except pydantic.ValidationError as exc:
         return f"error: invalid arguments for {call.name}: {_validation_message(exc)}"

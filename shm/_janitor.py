@@ -57,7 +57,7 @@ def sweep_dead_segments(dry_run: bool = False, shm_dir: str = L.SHM_DIR) -> list
         >>> from shm import sweep_dead_segments
         >>> removed = sweep_dead_segments()
     """
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(shm_dir)
     except FileNotFoundError:

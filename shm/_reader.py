@@ -276,7 +276,8 @@ class RingReader:
                 if _DEBUG:
                     self._check_invariants()
                 return data
-        deadline = -1.0  # computed when first needed: the fast path never reads the clock
+        # computed when first needed: the fast path never reads the clock
+        deadline: float | None = -1.0
         while True:
             if self._pending:
                 return self._take_pending(1, copy)[0]  # list of 1: cheap, and one code path
@@ -668,7 +669,7 @@ class RingReader:
 
     def close(self) -> None:
         """Free this reader's slot and unmap. Safe to call twice. Views must not outlive it."""
-        self._mm = self._mv = self._q = self._native = None
+        self._mm = self._mv = self._q = self._native = None  # type: ignore[assignment]  # closed
         if self._wake is not None:
             self._wake.close()
             self._wake = None

@@ -110,8 +110,8 @@ class Futex:
 
     def release(self) -> None:
         """Drop the ctypes export so the mapping can be closed."""
-        self._word = None
-        self._addr = None
+        self._word = None  # type: ignore[assignment]  # released: never used again
+        self._addr = None  # type: ignore[assignment]
         self.available = False
 
 

@@ -43,6 +43,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Iterable, Sequence
+from typing import Any, cast
 
 from shm import _layout as L
 from shm import _segment, _wait
@@ -248,6 +249,7 @@ class RingWriter:
         """
         native = self._native
         if native is not None and type(payloads) in (list, tuple):
+            payloads = cast("Sequence[Any]", payloads)
             i, count = 0, len(payloads)
             while i < count:  # a frame (as large as fits) per turn, until a wrap or a wait
                 limit = self._limit if self._block else self._w + self._cap
@@ -584,5 +586,5 @@ class RingWriter:
             self._wake_sock.close()
             self._wake_sock = None
         self._closed = self._slow = True
-        self._mm = self._q = self._native = None
+        self._mm = self._q = self._native = None  # type: ignore[assignment]  # closed for good
         self._res.close(unlink=unlink)
