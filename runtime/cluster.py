@@ -10,7 +10,8 @@ topics, queues) and follows the registry's membership and state feeds, so it can
 * ``publish`` — choose one replica per subscribing agent; co-located targets get one record
   through this replica's shm ring, others a Ray call (``deliver_topic``);
 * ``state`` — reads are local; a write goes to co-located replicas through the ring and to the
-  registry (which feeds every other replica and the driver); last writer wins everywhere;
+  registry (which feeds every other replica and the driver); last writer wins everywhere; a
+  restarted registry is handed every client's copy (see ``runtime.ray_registry``);
 * ``submit`` — put the task on the shared task queue (Redis Streams, or the registry's
   in-process queue actor).
 
@@ -166,6 +167,10 @@ class ClusterState(SharedState):
         self.changed.set()
         return True
 
+    def snapshot(self) -> list[StateUpdate]:
+        """Every key this copy knows, deletes included (what a restarted registry is given)."""
+        return [StateUpdate(k, v, self._data.get(k)) for k, v in self._versions.items()]
+
     async def _write(self, key: str, value: bytes | None) -> None:
         if value is not None and len(value) > self._max:
             raise MessageTooLarge(f"state value {key!r}", len(value), self._max)
@@ -178,6 +183,7 @@ class ClusterState(SharedState):
 @dataclass
 class _Members:
     version: int = 0
+    epoch: str = ""  # the registry incarnation the version counts in
     by_agent: dict[str, list[Member]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -225,6 +231,8 @@ class ClusterClient:
         self._turns: dict[str, itertools.count[int]] = collections.defaultdict(itertools.count)
         self._loops: list[asyncio.Task[None]] = []
         self._state_seq = 0
+        self._state_epoch = ""  # the registry incarnation _state_seq counts in
+        self._state_unsent = False  # a write the registry did not take: hand it our copy
         self._closed = False
         self._me: Member | None = None
         self.paths: collections.Counter[str] = collections.Counter()
@@ -274,17 +282,20 @@ class ClusterClient:
     async def _follow_members(self) -> None:
         while True:
             try:
-                version, members = await self._registry.members_since.remote(
-                    self._members.version, _POLL_S
+                epoch, version, members = await self._registry.members_since.remote(
+                    self._members.version, _POLL_S, self._members.epoch
                 )
             except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
                 log.warning("membership feed failed: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
+            if self._members.epoch and epoch != self._members.epoch:
+                log.warning("the registry restarted (epoch %s): following its membership", epoch)
             by_agent: dict[str, list[Member]] = collections.defaultdict(list)
             for m in members:
                 by_agent[m.agent].append(m)
             self._members.version = version
+            self._members.epoch = epoch
             self._members.by_agent = dict(by_agent)
             me = self._me
             if me is not None and all(m.replica_id != me.replica_id for m in members):
@@ -308,15 +319,38 @@ class ClusterClient:
     async def _follow_state(self) -> None:
         while True:
             try:
-                seq, changes = await self._registry.state_since.remote(self._state_seq, _POLL_S)
+                epoch, seq, changes = await self._registry.state_since.remote(
+                    self._state_seq, _POLL_S, self._state_epoch
+                )
             except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
                 log.warning("state feed failed: %s", exc)
                 await asyncio.sleep(1.0)
                 continue
-            self._state_seq = seq
+            restarted = bool(self._state_epoch) and epoch != self._state_epoch
+            self._state_epoch, self._state_seq = epoch, seq
             for u in changes:
                 if self._state.apply(u.key, u.version, u.value):
                     self.paths["state:registry"] += 1
+            if restarted or self._state_unsent:
+                await self._hand_over_state(restarted)
+
+    async def _hand_over_state(self, restarted: bool) -> None:
+        """Give the registry this client's whole copy: after it restarted empty, or after a
+        write it did not take. Last writer wins there too, so copies from every replica merge
+        to the same state, and one older than the registry's keys changes nothing."""
+        self._state_unsent = False
+        updates = self._state.snapshot()
+        if restarted:
+            log.warning("the registry restarted: handing it this copy (%d keys)", len(updates))
+        if not updates:
+            return
+        try:
+            await translate(self._registry.put_state.remote(updates), "registry")
+        except ReplicaUnavailable as exc:
+            log.warning("handing the state over failed (%s); again on the next feed round", exc)
+            self._state_unsent = True
+        else:
+            self.paths["state:handed-over"] += 1
 
     def resync_state(self) -> None:
         """Fetch a full snapshot on the next feed round (after a ring reader was lapped)."""
@@ -325,7 +359,13 @@ class ClusterClient:
     async def _propagate_state(self, update: StateUpdate) -> None:
         if self._bus is not None:
             await self._bus.put_state(update.key, update.version, update.value)
-        await translate(self._registry.put_state.remote([update]), "registry")
+        try:
+            await translate(self._registry.put_state.remote([update]), "registry")
+        except ReplicaUnavailable as exc:
+            # The write stands here and on the ring; the registry (restarting, or out of reach)
+            # gets it with this client's whole copy once its feed answers again.
+            log.warning("the registry did not take a state write (%s); handing it over later", exc)
+            self._state_unsent = True
 
     # -- the Runtime protocol ----------------------------------------------------------------
 

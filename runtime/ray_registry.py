@@ -13,12 +13,21 @@ loops, and a client that fell behind gets a full snapshot.
 
 State values are last-writer-wins by ``(counter, writer)`` — a Lamport clock — so the same
 update arriving twice (ring and registry) or out of order settles to the same value everywhere.
+
+Losing the registry loses nothing. Every replica (and the driver) holds a whole copy of the
+shared state, so the copies are the replicas of the registry's state: each incarnation of the
+registry has its own ``epoch``, both feeds answer a client that names another epoch at once,
+and a client that sees a new epoch registers again and hands the new registry its copy. The
+merge is the same last-writer-wins, so a copy that arrives late, twice, or older than a newer
+write changes nothing. (The state lives as long as one replica does: it is shared, not
+durable; what must outlive the application belongs in a task's result or the caller's store.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +80,8 @@ class Registry:
     """Membership + shared state feeds. Used as a Ray actor (``ray.remote(Registry)``)."""
 
     def __init__(self) -> None:
+        self.epoch = uuid.uuid4().hex
+        """This incarnation; a restarted registry has a new one and starts empty."""
         self._members: dict[str, Member] = {}  # by slot: the newest incarnation wins
         self._members_version = 0
         self._state: dict[str, tuple[StateVersion, bytes | None, int]] = {}  # key -> (ver, v, seq)
@@ -89,17 +100,21 @@ class Registry:
                 del self._members[slot]
         return await self._bump_members()
 
-    async def members_since(self, version: int, timeout_s: float) -> tuple[int, list[Member]]:
-        """Wait up to ``timeout_s`` for a membership newer than ``version``; return it."""
+    async def members_since(
+        self, version: int, timeout_s: float, epoch: str = ""
+    ) -> tuple[str, int, list[Member]]:
+        """Wait up to ``timeout_s`` for a membership newer than ``version``; return it with
+        this registry's epoch. A client that names another ``epoch`` (it knew an earlier
+        incarnation, or none yet) gets the membership at once."""
         async with self._changed:
-            if self._members_version <= version:
+            if epoch == self.epoch and self._members_version <= version:
                 try:
                     await asyncio.wait_for(
                         self._changed.wait_for(lambda: self._members_version > version), timeout_s
                     )
                 except asyncio.TimeoutError:
                     pass
-            return self._members_version, list(self._members.values())
+            return self.epoch, self._members_version, list(self._members.values())
 
     async def put_state(self, updates: list[StateUpdate]) -> int:
         """Apply updates that win over what is stored; returns the state sequence number."""
@@ -112,11 +127,17 @@ class Registry:
             self._changed.notify_all()
             return self._state_seq
 
-    async def state_since(self, seq: int, timeout_s: float) -> tuple[int, list[StateUpdate]]:
-        """Wait up to ``timeout_s`` for state changes after ``seq``; return them (all keys
-        when ``seq`` is 0: the snapshot a late joiner or a lapped reader starts from)."""
+    async def state_since(
+        self, seq: int, timeout_s: float, epoch: str = ""
+    ) -> tuple[str, int, list[StateUpdate]]:
+        """Wait up to ``timeout_s`` for state changes after ``seq``; return them with this
+        registry's epoch. A client that names another ``epoch``, or ``seq`` 0, gets every key
+        (the snapshot a late joiner, a lapped reader or a client of an earlier incarnation
+        starts from); another epoch gets it at once."""
+        if epoch != self.epoch:
+            seq = 0
         async with self._changed:
-            if self._state_seq <= seq:
+            if epoch == self.epoch and self._state_seq <= seq:
                 try:
                     await asyncio.wait_for(
                         self._changed.wait_for(lambda: self._state_seq > seq), timeout_s
@@ -126,7 +147,7 @@ class Registry:
             changes = [
                 StateUpdate(k, ver, value) for k, (ver, value, s) in self._state.items() if s > seq
             ]
-            return self._state_seq, changes
+            return self.epoch, self._state_seq, changes
 
     async def _bump_members(self) -> int:
         async with self._changed:

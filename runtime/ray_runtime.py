@@ -115,7 +115,12 @@ class RayRuntime:
 
     async def _start(self) -> None:
         cfg = self._config
-        self._registry = ray.remote(Registry).options(num_cpus=0, max_concurrency=10_000).remote()
+        # Restarted by Ray if it dies; its clients then hand it their copies of the state.
+        self._registry = (
+            ray.remote(Registry)
+            .options(num_cpus=0, max_concurrency=10_000, max_restarts=-1)
+            .remote()
+        )
         if cfg.queues_url is None:
             self._queue_actor = (
                 ray.remote(TaskQueueActor)

@@ -258,3 +258,60 @@ async def test_killed_replica_restarts_and_callers_get_retryable_errors(rt):
     await until(lambda: f"started:{after['pid']}" in rt.state)  # on_start ran again
     replies = await asyncio.gather(*[rt.send("echo", Ping(i)) for i in range(6)])
     assert after["pid"] in {r["pid"] for r in replies}  # the restarted replica serves again
+
+
+async def test_a_killed_registry_comes_back_with_the_state_written_before(rt):
+    """The registry is one actor, and losing it loses nothing: sends keep working while it is
+    gone (they never touch it), a write meanwhile still reaches co-located replicas, Ray
+    restarts it empty, every client hands it its copy, and a replica that starts afterwards
+    reads what was written before the kill. Run last: it restarts a replica of its own."""
+    import os
+    import signal
+
+    import ray
+
+    registry = rt._registry
+    await rt.send("echo", {"before-kill": 1})
+    await until(lambda: rt.state.get("before-kill") == 1)
+    old_epoch, _, _ = await registry.state_since.remote(0, 0.0, "")
+
+    ray.kill(registry, no_restart=False)
+    replies = await asyncio.gather(*[rt.send("echo", Ping(i)) for i in range(6)])
+    assert sorted(r["n"] for r in replies) == list(range(6))
+    await rt.send("echo", {"during-restart": 2})  # the registry may not take it yet
+
+    async def rebuilt() -> set[str]:
+        for _ in range(600):
+            try:
+                epoch, _, changes = await registry.state_since.remote(0, 0.0, "")
+            except ray.exceptions.RayActorError:  # still restarting
+                epoch, changes = old_epoch, []
+            keys = {u.key for u in changes}
+            if epoch != old_epoch and {"before-kill", "during-restart"} <= keys:
+                return keys
+            await asyncio.sleep(0.05)
+        pytest.fail("the restarted registry was not handed the replicas' state")
+
+    keys = await rebuilt()
+    assert any(k.startswith("started:") for k in keys)  # every on_start write, not just ours
+
+    # A replica that starts now gets its snapshot from the rebuilt registry.
+    ids = [s["replica_id"] for s in await stats(rt)]
+    listener = next(h for h, rid in zip(rt.replicas, ids, strict=True) if "listener" in rid)
+    before = await listener.stats.remote()
+    os.kill(before["pid"], signal.SIGKILL)
+    for _ in range(300):
+        try:
+            after = await listener.stats.remote()
+        except ray.exceptions.RayActorError:
+            await asyncio.sleep(0.1)
+            continue
+        if after["pid"] != before["pid"] and after["state"].get("during-restart") == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert after["pid"] != before["pid"]
+    assert after["state"].get("before-kill") == 1 and after["state"].get("during-restart") == 2
+
+    # And the feed runs again: a write after the restart reaches the driver, which has no ring.
+    await rt.send("echo", {"after-restart": 3})
+    await until(lambda: rt.state.get("after-restart") == 3)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 
@@ -229,3 +230,74 @@ def test_a_killed_replica_is_replaced_and_serves_again(gateway_url, auth):
         f"{gateway_url}/v1/tasks/{r.json()['id']}?wait_s=30", headers=auth, timeout=40
     ).json()
     assert done["state"] == "done" and done["result"] == 8
+
+
+def test_a_killed_registry_replica_comes_back_with_the_shared_state(gateway_url, auth):
+    """Killing the Registry replica (membership and state feeds) stops no agent: invokes answer
+    200 throughout, Serve starts a new Registry, the replicas hand it their copies, so the
+    state written before the kill is in the new one, and a write after it reaches every
+    replica again."""
+    import ray
+    from ray import serve
+
+    text = f"pre-kill-{uuid.uuid4().hex[:6]}"
+    r = invoke(gateway_url, "echo", {"message": {"text": text}, "type": "Note"}, auth)
+    assert r.status_code == 200
+    registry = serve.get_deployment_handle("Registry", app_name=APP)
+
+    def registry_state() -> tuple[str, set[str]]:
+        epoch, _, changes = registry.state_since.remote(0, 0.0, "").result(timeout_s=10)
+        return epoch, {u.key for u in changes}
+
+    deadline = time.monotonic() + 30
+    while f"heard:{text}" not in (before := registry_state())[1]:
+        assert time.monotonic() < deadline, "the listener's write never reached the registry"
+        time.sleep(0.1)
+    (name,) = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{APP}#Registry#")
+    ]
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:  # back to back through the kill; two fit echo's mailbox (2, one running)
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                r = http.post(
+                    f"{gateway_url}/v1/agents/echo/invoke",
+                    json={"message": {"n": 7}, "type": "Ping"},
+                    headers=auth,
+                )
+                codes.append(r.status_code)
+
+    callers = [threading.Thread(target=load) for _ in range(2)]
+    for t in callers:
+        t.start()
+    try:
+        time.sleep(0.5)
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)  # Serve replaces it
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                epoch, keys = registry_state()
+            except Exception:  # noqa: BLE001 - the new Registry replica is still starting
+                epoch, keys = before[0], set()
+            if epoch != before[0] and f"heard:{text}" in keys:
+                break
+            assert time.monotonic() < deadline, f"no rebuilt registry; invokes answered {codes}"
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in callers:
+            t.join()
+    assert len(codes) > 20 and set(codes) == {200}
+
+    after = f"post-kill-{uuid.uuid4().hex[:6]}"
+    r = invoke(gateway_url, "echo", {"message": {"text": after}, "type": "Note"}, auth)
+    assert r.status_code == 200
+    deadline = time.monotonic() + 30
+    while f"heard:{after}" not in registry_state()[1]:
+        assert time.monotonic() < deadline, "a write after the restart never reached the registry"
+        time.sleep(0.1)
