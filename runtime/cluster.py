@@ -56,6 +56,7 @@ from agents.runtime_api import Priority, SharedState, TaskInfo
 from agents.tracing import TraceContext
 from runtime.config import AgentConfig, RaygentConfig
 from runtime.local import encode_checked, put_task
+from runtime.loops import Loops
 from runtime.queues import TaskQueue
 from runtime.ray_registry import Member, StateUpdate, StateVersion, cancel_call
 from runtime.streaming import decoded
@@ -229,7 +230,7 @@ class ClusterClient:
         self._members = _Members()
         self._inflight: collections.Counter[str] = collections.Counter()
         self._turns: dict[str, itertools.count[int]] = collections.defaultdict(itertools.count)
-        self._loops: list[asyncio.Task[None]] = []
+        self._loops = Loops(f"cluster client {writer_id}")
         self._state_seq = 0
         self._state_epoch = ""  # the registry incarnation _state_seq counts in
         self._state_unsent = False  # a write the registry did not take: hand it our copy
@@ -247,10 +248,8 @@ class ClusterClient:
 
     def start(self) -> None:
         """Follow the membership and state feeds."""
-        self._loops = [
-            asyncio.create_task(self._follow_members(), name="raygent-members"),
-            asyncio.create_task(self._follow_state(), name="raygent-state"),
-        ]
+        self._loops.start("members", self._follow_members)
+        self._loops.start("state", self._follow_state)
 
     async def wait_members(self, expected: int, timeout_s: float) -> None:
         """Wait until at least ``expected`` replicas are known (start-up)."""
@@ -268,9 +267,7 @@ class ClusterClient:
 
     async def close(self) -> None:
         self._closed = True
-        for t in self._loops:
-            t.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._loops.close()
 
     def members(self, agent: str) -> list[Member]:
         """The registered replicas of ``agent`` (as of the last membership feed)."""

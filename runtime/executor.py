@@ -20,6 +20,7 @@ list when it ends (``send``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from agents.model import TextStream
 from agents.runtime_api import Priority
 from agents.tracing import RecordingSpan, TraceContext
 from runtime.config import AgentConfig
+from runtime.loops import Loops
 from runtime.mailbox import Mailbox, MailboxFull
 from runtime.queues import TaskQueue, TaskRecord
 from runtime.streaming import ReplyStream
@@ -130,7 +132,7 @@ class AgentExecutor:
         self._on_span = on_span
         self._consumer = consumer or cls.name
         self._workers: list[asyncio.Task[None]] = []
-        self._claimers: list[asyncio.Task[None]] = []
+        self._claimers = Loops(f"agent {self.name}")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -142,10 +144,8 @@ class AgentExecutor:
             asyncio.create_task(self._work(), name=f"{self.name}-worker-{i}")
             for i in range(self.settings.max_concurrency)
         ]
-        self._claimers = [
-            asyncio.create_task(self._claim(q), name=f"{self.name}-claim-{q}")
-            for q in self.cls.routes().keys("queue")
-        ]
+        for q in self.cls.routes().keys("queue"):  # a claimer that fails is restarted
+            self._claimers.start(f"{self.name}-claim-{q}", functools.partial(self._claim, q))
 
     def healthy(self) -> bool:
         """Every worker is running (a dead worker would silently shrink the concurrency)."""
@@ -162,9 +162,7 @@ class AgentExecutor:
 
     async def stop_claiming(self) -> None:
         """Stop taking tasks from queues (first step of shutdown)."""
-        for t in self._claimers:
-            t.cancel()
-        await asyncio.gather(*self._claimers, return_exceptions=True)
+        await self._claimers.close()
 
     async def stop(self) -> None:
         """Cancel the workers (their running handlers are cancelled), fail what still waits,

@@ -35,6 +35,7 @@ import ray
 
 from agents.runtime_api import TaskInfo
 from agents.tracing import TraceContext
+from runtime.loops import Loops
 from runtime.queues import InProcessTaskQueue, TaskQueue, TaskRecord
 
 __all__ = [
@@ -174,14 +175,14 @@ class TaskQueueActor:
         self._q = InProcessTaskQueue(max_pending=max_pending, max_attempts=max_attempts)
         self._claimed: dict[str, tuple[TaskRecord, float]] = {}  # id -> (record, lease end)
         self._visibility_s = visibility_timeout_s
-        self._reaper: asyncio.Task[None] | None = None
+        self._loops = Loops("task queue actor")
 
     async def put(self, queue: str, payload: bytes, traceparent: str) -> str:
         return await self._q.put(queue, payload, TraceContext.parse(traceparent))
 
     async def claim(self, queue: str, consumer: str) -> tuple[str, bytes, str, int]:
-        if self._reaper is None:
-            self._reaper = asyncio.create_task(self._reap(), name="raygent-queue-reaper")
+        if not self._loops.running():
+            self._loops.start("queue-reaper", self._reap)
         rec = await self._q.claim(queue, consumer)
         self._claimed[rec.id] = (rec, time.monotonic() + self._visibility_s)
         return rec.id, rec.payload, rec.trace.traceparent, rec.attempts
@@ -220,9 +221,7 @@ class TaskQueueActor:
 
     async def close(self) -> None:
         """Stop the lease reaper."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-            await asyncio.gather(self._reaper, return_exceptions=True)
+        await self._loops.close()
 
     async def _reap(self) -> None:
         """Put tasks whose lease ran out back on their queue (their worker is gone or hung)."""

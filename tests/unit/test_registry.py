@@ -28,6 +28,7 @@ class RegistryHandle:
     def __init__(self) -> None:
         self.current = Registry()
         self.down = False
+        self.bug_in: set[str] = set()  # methods whose next call raises an unexpected error
 
     def restart(self) -> None:
         self.current = Registry()
@@ -45,6 +46,9 @@ class RegistryHandle:
     async def _call(self, name: str, args: tuple[Any, ...]) -> Any:
         if self.down:
             raise rex.RayActorError()
+        if name in self.bug_in:
+            self.bug_in.discard(name)
+            raise TypeError(f"a bug in {name}")
         return await getattr(self.current, name)(*args)
 
 
@@ -129,6 +133,28 @@ async def test_a_write_the_registry_did_not_take_stands_and_is_handed_over_later
         registry.down = False
         await until(lambda: b.state.get("while-down") == 2)
         assert b.state.get("before") == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_feed_that_dies_on_an_unexpected_error_is_restarted(fast_feeds):
+    """Not a Ray error (those the feed waits out itself): the loop dies, its owner logs it and
+    starts it again, and the state keeps flowing."""
+    registry = RegistryHandle()
+    a, b = client(registry, "a"), client(registry, "b")
+    a.start(), b.start()
+    try:
+        await a.state.set("before", 1)
+        await until(lambda: b.state.get("before") == 1)
+        registry.bug_in = {"state_since", "members_since"}
+        await until(lambda: not registry.bug_in)
+        await a.state.set("after", 2)
+        await b.state.set("back", 3)
+        await until(lambda: b.state.get("after") == 2 and a.state.get("back") == 3)
+        for loop in ("members", "state"):  # whichever client's call hit the bug
+            assert a._loops.restarts[loop] + b._loops.restarts[loop] == 1
+        assert sorted(a._loops.running()) == sorted(b._loops.running()) == ["members", "state"]
     finally:
         await a.close()
         await b.close()
