@@ -7,8 +7,9 @@ on the machine it runs on, for ``docs/SCALING.md``:
 * **state fan-out** -- R state feeds wait on a real ``Registry`` actor; one ``put_state``
   answers all of them. The time until every feed has its answer, divided by R, is the cost
   of one feed answer (the registry's reply and the client's receipt, on this machine);
-* **membership size** -- the size of a membership answer for M members, serialized as Ray
-  does: every membership change answers every replica with the whole list.
+* **membership size** -- the size of a membership answer, serialized as Ray does: the whole
+  list of M members (what a new client, or one of an earlier registry incarnation, gets) and
+  one change (what every replica gets when one replica starts or stops).
 
 Each figure is the median of ``--trials``. The feeds are held by this one process, so the
 per-feed figure includes a client's receipt; spread over R replicas' processes it would be
@@ -43,10 +44,12 @@ async def fan_out(registry, feeds: int, trials: int) -> float:
 
 
 def membership_bytes(members: int) -> int:
-    """The pickled size of a membership answer of ``members`` replicas (a 56-hex node id)."""
+    """The serialized size of a membership answer of ``members`` (slot, member) changes (a
+    56-hex node id, no ring): ``members`` = all of them for a snapshot, 1 for one change."""
     ms = [
-        Member(f"agent{i % 50}/{i}/abcdef12", f"agent{i % 50}", i, "f" * 56, None, None)
+        (m.slot, m)
         for i in range(members)
+        for m in [Member(f"agent{i % 50}/{i}/abcdef12", f"agent{i % 50}", i, "f" * 56, None, None)]
     ]
     return len(cloudpickle.dumps(ms))  # what Ray serializes a dataclass with
 
@@ -60,8 +63,10 @@ async def main(args: argparse.Namespace) -> None:
             t = await fan_out(registry, feeds, args.trials)
             print(f"  {feeds:6d} feeds  {t * 1e3:8.1f} ms  {t / feeds * 1e6:7.1f} us per feed")
         print("MEMBERSHIP  one answer, serialized")
+        print(f"  one change          {membership_bytes(1) / 1e3:9.2f} kB  (to every replica)")
         for members in args.members:
-            print(f"  {members:6d} members  {membership_bytes(members) / 1e3:9.1f} kB")
+            kb = membership_bytes(members) / 1e3
+            print(f"  snapshot of {members:6d}  {kb:9.1f} kB  (to a new client)")
     finally:
         ray.shutdown()
 

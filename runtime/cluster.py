@@ -185,6 +185,7 @@ class ClusterState(SharedState):
 class _Members:
     version: int = 0
     epoch: str = ""  # the registry incarnation the version counts in
+    by_slot: dict[str, Member] = field(default_factory=dict)
     by_agent: dict[str, list[Member]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -279,7 +280,7 @@ class ClusterClient:
     async def _follow_members(self) -> None:
         while True:
             try:
-                epoch, version, members = await self._registry.members_since.remote(
+                epoch, version, full, changes = await self._registry.members_since.remote(
                     self._members.version, _POLL_S, self._members.epoch
                 )
             except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
@@ -288,9 +289,17 @@ class ClusterClient:
                 continue
             if self._members.epoch and epoch != self._members.epoch:
                 log.warning("the registry restarted (epoch %s): following its membership", epoch)
+            by_slot = {} if full else self._members.by_slot
+            for slot, member in changes:
+                if member is None:
+                    by_slot.pop(slot, None)
+                else:
+                    by_slot[slot] = member
+            members = list(by_slot.values())
             by_agent: dict[str, list[Member]] = collections.defaultdict(list)
             for m in members:
                 by_agent[m.agent].append(m)
+            self._members.by_slot = by_slot
             self._members.version = version
             self._members.epoch = epoch
             self._members.by_agent = dict(by_agent)

@@ -9,7 +9,9 @@ state write goes through a ring; the registry only learns of state writes asynch
 
 Membership and state are both versioned feeds that clients long-poll (``members_since``,
 ``state_since``), so a change reaches every replica within one round trip without polling
-loops, and a client that fell behind gets a full snapshot.
+loops. Both answer with what changed since the client's version (one slot's new member is
+about 60 bytes), and a client that is new, or knew another incarnation, gets a full snapshot:
+a membership change costs each replica the change, not the whole list (docs/SCALING.md).
 
 State values are last-writer-wins by ``(counter, writer)`` — a Lamport clock — so the same
 update arriving twice (ring and registry) or out of order settles to the same value everywhere.
@@ -85,6 +87,7 @@ class Registry:
         """This incarnation; a restarted registry has a new one and starts empty."""
         self._members: dict[str, Member] = {}  # by slot: the newest incarnation wins
         self._members_version = 0
+        self._member_changes: dict[str, int] = {}  # slot -> version of its last change
         self._state: dict[str, tuple[StateVersion, bytes | None, int]] = {}  # key -> (ver, v, seq)
         self._state_seq = 0
         self._changed = asyncio.Condition()
@@ -92,30 +95,41 @@ class Registry:
     async def register(self, member: Member) -> int:
         """Add (or replace the older incarnation of) a replica; returns the new version."""
         self._members[member.slot] = member
-        return await self._bump_members()
+        return await self._bump_members([member.slot])
 
     async def unregister(self, replica_id: str) -> int:
         """Remove a replica incarnation (no-op if a newer one took its slot)."""
-        for slot, m in list(self._members.items()):
-            if m.replica_id == replica_id:
-                del self._members[slot]
-        return await self._bump_members()
+        gone = [slot for slot, m in self._members.items() if m.replica_id == replica_id]
+        for slot in gone:
+            del self._members[slot]
+        return await self._bump_members(gone)
 
     async def members_since(
         self, version: int, timeout_s: float, epoch: str = ""
-    ) -> tuple[str, int, list[Member]]:
-        """Wait up to ``timeout_s`` for a membership newer than ``version``; return it with
-        this registry's epoch. A client that names another ``epoch`` (it knew an earlier
-        incarnation, or none yet) gets the membership at once."""
+    ) -> tuple[str, int, bool, list[tuple[str, Member | None]]]:
+        """Wait up to ``timeout_s`` for a membership newer than ``version``; return
+        ``(epoch, version, full, changes)``: ``changes`` are ``(slot, member)`` pairs, ``None``
+        for a slot emptied since ``version``. ``full``: they are the whole membership instead,
+        because the client names another ``epoch`` (an earlier incarnation, or none yet); it is
+        answered at once."""
         async with self._changed:
-            if epoch == self.epoch and self._members_version <= version:
+            full = epoch != self.epoch
+            if not full and self._members_version <= version:
                 try:
                     await asyncio.wait_for(
                         self._changed.wait_for(lambda: self._members_version > version), timeout_s
                     )
                 except asyncio.TimeoutError:
                     pass
-            return self.epoch, self._members_version, list(self._members.values())
+            if full:
+                changes = [(slot, m) for slot, m in self._members.items()]
+            else:
+                changes = [
+                    (slot, self._members.get(slot))
+                    for slot, v in self._member_changes.items()
+                    if v > version
+                ]
+            return self.epoch, self._members_version, full, changes
 
     async def put_state(self, updates: list[StateUpdate]) -> int:
         """Apply updates that win over what is stored; returns the state sequence number."""
@@ -150,9 +164,11 @@ class Registry:
             ]
             return self.epoch, self._state_seq, changes
 
-    async def _bump_members(self) -> int:
+    async def _bump_members(self, slots: list[str]) -> int:
         async with self._changed:
             self._members_version += 1
+            for slot in slots:  # one entry per slot ever used: bounded by the replica count
+                self._member_changes[slot] = self._members_version
             self._changed.notify_all()
             return self._members_version
 

@@ -76,11 +76,31 @@ async def test_a_client_of_another_incarnation_is_answered_at_once_with_everythi
     epoch, seq, changes = await asyncio.wait_for(reg.state_since(5, 60.0, "earlier"), 5.0)
     assert epoch == reg.epoch and seq == 2
     assert {(u.key, u.value) for u in changes} == {("a", b"1"), ("gone", None)}
-    epoch, version, members = await asyncio.wait_for(reg.members_since(9, 60.0, ""), 5.0)
-    assert (epoch, version, [m.replica_id for m in members]) == (reg.epoch, 1, ["x/0/1"])
+    epoch, version, full, members = await asyncio.wait_for(reg.members_since(9, 60.0, ""), 5.0)
+    assert (epoch, version, full) == (reg.epoch, 1, True)
+    assert [(slot, m.replica_id) for slot, m in members] == [("x/0", "x/0/1")]
     assert Registry().epoch != reg.epoch
     # Its own clients still long-poll: nothing newer than seq 2 within 0.05 s.
     assert await reg.state_since(2, 0.05, reg.epoch) == (reg.epoch, 2, [])
+
+
+async def test_a_membership_change_is_answered_with_the_change_not_the_whole_list():
+    reg = Registry()
+    for i in range(50):
+        await reg.register(Member(f"a/{i}/1", "a", i, "n", None, None))
+    epoch, v50, full, everything = await reg.members_since(0, 60.0, "")
+    assert full and len(everything) == 50
+    await reg.register(Member("a/7/2", "a", 7, "n", None, None))  # slot a/7 restarted
+    await reg.unregister("a/9/1")
+    await reg.unregister("a/9/1")  # again: nothing more to remove
+    _, version, full, changes = await reg.members_since(v50, 60.0, epoch)
+    assert not full and version == v50 + 3
+    assert sorted((slot, m and m.replica_id) for slot, m in changes) == [
+        ("a/7", "a/7/2"),
+        ("a/9", None),
+    ]
+    _, _, _, later = await reg.members_since(version - 1, 60.0, epoch)
+    assert later == []  # the last bump changed no slot; a/7 and a/9 changed before it
 
 
 async def test_a_restarted_registry_is_handed_every_clients_copy(fast_feeds):

@@ -25,6 +25,7 @@ async def test_one_write_answers_every_waiting_feed(ray_session):
         ray.kill(registry)
 
 
-def test_a_membership_answer_grows_with_the_members():
-    small, large = membership_bytes(10), membership_bytes(1000)
-    assert 50 < (large - small) / 990 < 80  # about 61 bytes per member, every answer
+def test_a_change_is_answered_with_its_size_a_snapshot_with_the_members():
+    one, small, large = membership_bytes(1), membership_bytes(10), membership_bytes(1000)
+    assert one < 400  # one change: a slot and its member
+    assert 50 < (large - small) / 990 < 100  # a snapshot: about 77 bytes per member
