@@ -20,8 +20,8 @@ message for a replica on another node, then go through the agent deployment's Se
 Serve's router picks the replica (its power of two choices on queue length, its retries around
 replicas that are starting or gone); rings still carry everything between co-located replicas.
 
-Ray's and Serve's errors are translated here, once (:func:`translate`), so callers see only
-``agents.errors``.
+Ray's and Serve's errors are translated at this boundary (:func:`translate`, with
+:mod:`runtime.ray_errors`), so callers see only ``agents.errors``.
 """
 
 from __future__ import annotations
@@ -35,16 +35,15 @@ import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from ray import exceptions as rex
-from ray.serve.exceptions import BackPressureError, RayServeException
+from ray.serve.exceptions import RayServeException
 
 from agents import Agent, codec
 from agents.errors import (
     AgentError,
     Backpressure,
-    HandlerError,
     MessageTooLarge,
     ReplicaUnavailable,
     RuntimeClosed,
@@ -58,6 +57,7 @@ from runtime.config import AgentConfig, RaygentConfig
 from runtime.local import encode_checked, put_task
 from runtime.loops import Loops
 from runtime.queues import TaskQueue
+from runtime.ray_errors import RAY_ERRORS, raise_sdk_error
 from runtime.ray_registry import Member, StateUpdate, StateVersion, cancel_call
 from runtime.streaming import decoded
 
@@ -103,40 +103,13 @@ class AppSpec:
         return dict(out)
 
 
-_RAY_ERRORS = (
-    BackPressureError,
-    RayServeException,
-    rex.RayTaskError,
-    rex.RayActorError,  # ActorDiedError, ActorUnavailableError
-)
-
-
 async def translate(ref: Any, agent: str) -> Any:
-    """Await a Ray call (an ``ObjectRef`` or a Serve ``DeploymentResponse``) and turn Ray's and
-    Serve's errors into SDK errors, at this one boundary."""
+    """Await a Ray call (an ``ObjectRef`` or a Serve ``DeploymentResponse``) to ``agent``;
+    Ray's and Serve's errors come out as SDK errors (:mod:`runtime.ray_errors`)."""
     try:
         return await ref
-    except _RAY_ERRORS as exc:
-        _raise_sdk_error(exc, agent)
-
-
-def _raise_sdk_error(exc: BaseException, agent: str) -> NoReturn:
-    """Raise the SDK error (or ``CancelledError``) for a Ray or Serve error of a call to
-    ``agent``."""
-    if isinstance(exc, BackPressureError):  # Serve's queue of the deployment is full
-        raise Backpressure(agent, 0) from exc
-    if isinstance(exc, rex.TaskCancelledError):  # before RayServeException: Serve's subclasses
-        raise asyncio.CancelledError() from exc
-    if isinstance(exc, RayServeException):  # no replica yet, or none reachable
-        raise ReplicaUnavailable(agent, type(exc).__name__) from exc
-    if isinstance(exc, rex.RayTaskError):
-        cause = exc.cause
-        if isinstance(cause, AgentError):
-            raise cause from None
-        if isinstance(cause, asyncio.CancelledError):
-            raise ReplicaUnavailable(agent, "the call was cancelled on the replica") from None
-        raise HandlerError(agent, "call", type(cause).__name__, str(cause)) from exc
-    raise ReplicaUnavailable(agent, type(exc).__name__) from exc  # the actor died or is gone
+    except RAY_ERRORS as exc:
+        raise_sdk_error(exc, agent, "agent")
 
 
 class ClusterState(SharedState):
@@ -453,9 +426,9 @@ class ClusterClient:
                     # A Ray generator yields refs (awaited here); Serve's yields the values.
                     yield await translate(item, agent) if direct else item
                 finished = True
-            except _RAY_ERRORS as exc:
+            except RAY_ERRORS as exc:
                 finished = True
-                _raise_sdk_error(exc, agent)
+                raise_sdk_error(exc, agent, "agent")
             finally:
                 if not finished:
                     cancel_call(gen)

@@ -27,7 +27,7 @@ Example:
 from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls, pieces_of
 from runtime.models.admission import AdmissionGate, Priority
-from runtime.models.client import ModelServerClient, deployment_name, translate_ray_error
+from runtime.models.client import ModelServerClient, deployment_name
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.models.routes import LocalModel, ModelAt, RoutedModel, resolve_model
 from runtime.models.server import (
@@ -62,6 +62,5 @@ __all__ = [
     "model_deployments",
     "pieces_of",
     "resolve_model",
-    "translate_ray_error",
     "warm_first_router",
 ]

@@ -2,8 +2,8 @@
 
 :class:`ModelServerClient` implements the SDK's model protocol (``chat``, ``complete``,
 ``stream``) by calling a :mod:`runtime.models.server` deployment through a Serve
-``DeploymentHandle``. It is the one boundary where Ray's errors become SDK errors
-(:func:`translate_ray_error`):
+``DeploymentHandle``. It is the boundary where Ray's errors become SDK errors
+(:func:`runtime.ray_errors.sdk_error`, the one translator, shared with agent calls):
 
 =====================================================  ========================================
 Ray / Serve raises                                     the caller sees
@@ -33,12 +33,10 @@ import copy
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
-import ray.exceptions
 from ray import serve
-from ray.serve.exceptions import BackPressureError, RayServeException
 from ray.serve.handle import DeploymentHandle
 
-from agents.errors import AgentError, Backpressure, InvalidParameter, ModelError
+from agents.errors import InvalidParameter
 from agents.model import (
     ChatMessage,
     Handoff,
@@ -50,8 +48,9 @@ from agents.model import (
 )
 from agents.tracing import TraceContext
 from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
+from runtime.ray_errors import RAY_ERRORS, raise_sdk_error
 
-__all__ = ["AFFINITY", "CACHE_SALT", "ModelServerClient", "deployment_name", "translate_ray_error"]
+__all__ = ["AFFINITY", "CACHE_SALT", "ModelServerClient", "deployment_name"]
 
 CACHE_SALT = "cache_salt"
 """The request parameter, beside the sampling parameters, that scopes vLLM's prefix cache: only
@@ -184,9 +183,9 @@ class ModelServerClient:
             async for delta in gen:
                 yield delta
             done = True
-        except (ray.exceptions.RayError, RayServeException) as exc:
+        except RAY_ERRORS as exc:
             done = True
-            raise translate_ray_error(exc, self.name) from exc
+            raise_sdk_error(exc, self.name, "model")
         finally:
             if not done:  # closed early or cancelled: stop the generation in the engine
                 if hasattr(gen, "aclose"):
@@ -201,31 +200,8 @@ class ModelServerClient:
             if hasattr(response, "cancel"):  # a Serve response (a local call is already done)
                 response.cancel()
             raise
-        except (ray.exceptions.RayError, RayServeException) as exc:
-            raise translate_ray_error(exc, self.name) from exc
-
-
-def translate_ray_error(exc: BaseException, model: str) -> AgentError:
-    """The SDK error for a Ray/Serve error raised by a call to model ``model``'s deployment
-    (an SDK error raised in this process is already one).
-
-    A replica's SDK error arrives as Ray's ``RayTaskError`` made an instance of the error's own
-    class too (``as_instanceof_cause``), whose message is the remote traceback: it is unwrapped
-    before the SDK check, so callers get the error's own message, not Ray's traceback."""
-    if isinstance(exc, ray.exceptions.RayTaskError):
-        cause = exc.cause
-        if isinstance(cause, AgentError):
-            return cause
-        return ModelError(f"model {model!r} failed: {type(cause).__name__}: {cause}")
-    if isinstance(exc, AgentError):
-        return exc
-    if isinstance(exc, BackPressureError):
-        return Backpressure(f"model {model}", 0)
-    if isinstance(exc, ray.exceptions.RayActorError):
-        return ModelError(f"model {model!r}: the replica died or is unreachable; retry")
-    if isinstance(exc, ray.exceptions.TaskCancelledError):
-        return ModelError(f"model {model!r}: the request was cancelled")
-    return ModelError(f"model {model!r} is unavailable: {type(exc).__name__}: {exc}")
+        except RAY_ERRORS as exc:
+            raise_sdk_error(exc, self.name, "model")
 
 
 def _known(params: dict[str, Any]) -> dict[str, Any]:

@@ -104,9 +104,10 @@ from runtime.errors import ConfigError
 from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta, coalesce
 from runtime.models.admission import AdmissionGate, Priority, default_max_inflight
-from runtime.models.client import CACHE_SALT, deployment_name, translate_ray_error
+from runtime.models.client import CACHE_SALT, deployment_name
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.models.routes import ModelAt, resolve_model
+from runtime.ray_errors import raise_sdk_error
 from runtime.serving import (
     GATEWAY,
     actor_options,
@@ -482,7 +483,7 @@ class ModelHost:
             try:
                 return await getattr(self._fallback, kind).remote(prompt, params)
             except Exception as exc:
-                raise translate_ray_error(exc, self._cfg.fallback or "fallback") from exc
+                raise_sdk_error(exc, self._cfg.fallback or "fallback", "model")
         finally:
             self._end()
 
@@ -545,7 +546,7 @@ class ModelHost:
                 async for delta in self._fallback_stream.stream.remote(prompt, params):
                     yield delta
             except Exception as exc:
-                raise translate_ray_error(exc, self._cfg.fallback or "fallback") from exc
+                raise_sdk_error(exc, self._cfg.fallback or "fallback", "model")
         finally:
             self._end()
 

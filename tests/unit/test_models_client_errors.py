@@ -8,7 +8,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from agents.errors import InvalidParameter, ModelError  # noqa: E402
-from runtime.models.client import translate_ray_error  # noqa: E402
+from runtime.ray_errors import sdk_error  # noqa: E402
 
 
 def _remote(cause: BaseException) -> BaseException:
@@ -23,17 +23,17 @@ def test_a_replicas_sdk_error_arrives_as_itself_with_its_own_message():
     wrapped = _remote(cause)
     assert isinstance(wrapped, InvalidParameter)  # what made the traceback leak before
     assert "8192" not in str(wrapped)  # its message is where Ray raised it
-    got = translate_ray_error(wrapped, "m")
+    got = sdk_error(wrapped, "m", "model")
     assert got is cause
     assert "Traceback" not in str(got) and "8192" in str(got)
 
 
 def test_any_other_replica_error_is_a_model_error_naming_the_model():
-    got = translate_ray_error(_remote(RuntimeError("boom")), "m")
+    got = sdk_error(_remote(RuntimeError("boom")), "m", "model")
     assert isinstance(got, ModelError)
     assert "'m'" in str(got) and "RuntimeError: boom" in str(got)
 
 
 def test_an_sdk_error_raised_here_is_kept():
     err = InvalidParameter("n", 0, "at least 1")
-    assert translate_ray_error(err, "m") is err
+    assert sdk_error(err, "m", "model") is err
