@@ -9,9 +9,9 @@ state write goes through a ring; the registry only learns of state writes asynch
 
 Membership and state are both versioned feeds that clients long-poll (``members_since``,
 ``state_since``), so a change reaches every replica within one round trip without polling
-loops. Both answer with what changed since the client's version (one slot's new member is
-about 60 bytes), and a client that is new, or knew another incarnation, gets a full snapshot:
-a membership change costs each replica the change, not the whole list (docs/SCALING.md).
+loops. Both answer with what changed since the client's version (one changed slot is about
+0.2 kB), and a client that is new, or knew another incarnation, gets a full snapshot: a
+membership change costs each replica the change, not the whole list (docs/SCALING.md).
 
 State values are last-writer-wins by ``(counter, writer)`` — a Lamport clock — so the same
 update arriving twice (ring and registry) or out of order settles to the same value everywhere.
