@@ -50,6 +50,7 @@ import redis
 import redis.asyncio as aioredis
 from redis._parsers import _AsyncHiredisParser, _AsyncRESP2Parser
 
+from bench.harness.metrics import percentile
 from runtime.cache import CacheDecision, ResponseCache, cache_key
 from runtime.config import CacheConfig
 
@@ -197,11 +198,6 @@ async def _cache_trial(cache: ResponseCache, concurrency: int, seconds: float) -
     return {"rounds": rounds, **counts}
 
 
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 def _spread(values: list[float]) -> dict:
     med = statistics.median(values)
     return {
@@ -216,8 +212,8 @@ def _summary(trials: list[dict], deadlines_ms: list[float]) -> dict:
     pooled = [s for t in trials for s in t["samples"]]
     out: dict[str, Any] = {"n": len(pooled)}
     for p in (50, 90, 99):
-        out[f"p{p}_ms"] = _spread([1000 * _pct(t["samples"], p) for t in trials])
-    out["p99.9_ms"] = 1000 * _pct(pooled, 99.9)
+        out[f"p{p}_ms"] = _spread([1000 * percentile(t["samples"], p) for t in trials])
+    out["p99.9_ms"] = 1000 * percentile(pooled, 99.9)
     out["max_ms"] = 1000 * max(pooled)
     out["over_deadline_pct"] = {
         str(d): 100 * sum(s > d / 1000 for s in pooled) / len(pooled) for d in deadlines_ms

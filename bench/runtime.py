@@ -37,6 +37,7 @@ from bench._runtime_agents import (
     PlainSource,
     Pump,
 )
+from bench.harness.metrics import percentile
 from runtime import LocalRuntime, RayRuntime
 from runtime.config import AgentConfig, RaygentConfig
 
@@ -57,14 +58,13 @@ def _config() -> RaygentConfig:
     )
 
 
-def _pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
 def _summary(lat_ns: list[int]) -> dict[str, float]:
     us = [v / 1000 for v in lat_ns]
-    return {"p50_us": _pct(us, 0.5), "p99_us": _pct(us, 0.99), "mean_us": statistics.mean(us)}
+    return {
+        "p50_us": percentile(us, 50),
+        "p99_us": percentile(us, 99),
+        "mean_us": statistics.mean(us),
+    }
 
 
 async def _measure_runtime(rt: Any, n_lat: int, n_burst: int) -> dict[str, Any]:

@@ -52,6 +52,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.harness.metrics import percentile
 from shm import RingBuffer
 
 KiB = 1024
@@ -582,11 +583,6 @@ def _stats(values: list[float]) -> dict:
     }
 
 
-def _pct(values: list[int], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
 def _trials(measure, first_count: int, step: int, args) -> dict:
     """Warm-up/calibration trial (discarded), then ``args.trials`` trials of ``target_s``.
 
@@ -658,8 +654,8 @@ def run_fork_peers(args, results: dict) -> None:
 
 def _latency_stats(values_ns: list[int]) -> dict:
     return {
-        "p50_us": _pct(values_ns, 50) / 1e3,
-        "p99_us": _pct(values_ns, 99) / 1e3,
+        "p50_us": percentile(values_ns, 50) / 1e3,
+        "p99_us": percentile(values_ns, 99) / 1e3,
         "mean_us": statistics.fmean(values_ns) / 1e3,
         "n": len(values_ns),
     }

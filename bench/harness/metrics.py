@@ -37,6 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from bench.harness.errors import ConfigError
 
 __all__ = [
@@ -116,15 +118,12 @@ class RequestRecord:
 
 
 def percentile(values: Sequence[float], p: float) -> float:
-    """The ``p``-th percentile (0-100), linear interpolation between closest ranks -- the
-    definition of ``numpy.percentile`` (and so of vLLM's report). NaN for no values."""
-    if not values:
+    """The ``p``-th percentile (0-100) by ``numpy.percentile`` (linear interpolation between
+    closest ranks, as vLLM's report computes it): the one definition every bench uses. NaN for
+    no values."""
+    if len(values) == 0:
         return math.nan
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100.0
-    lo = math.floor(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+    return float(np.percentile(values, p))
 
 
 def describe(values_s: Sequence[float], percentiles: Iterable[float]) -> dict[str, float]:

@@ -17,8 +17,6 @@ from runtime.loops import Loops, backoff
 from runtime.queues import InProcessTaskQueue
 from tests import polling
 
-pytestmark = pytest.mark.asyncio
-
 
 def until(predicate):
     return polling.until(predicate, timeout_s=10.0)

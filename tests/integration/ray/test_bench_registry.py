@@ -7,7 +7,7 @@ import pytest
 
 from bench.registry import fan_out, membership_bytes
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
+pytestmark = pytest.mark.integration
 
 
 async def test_one_write_answers_every_waiting_feed(ray_session):
