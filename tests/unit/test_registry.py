@@ -60,8 +60,15 @@ def client(registry: RegistryHandle, writer: str) -> ClusterClient:
 
 
 @pytest.fixture
-def fast_feeds(monkeypatch):
+async def two_clients(monkeypatch):
+    """A registry (restartable) and two clients following it with 50 ms long polls."""
     monkeypatch.setattr(cluster, "_POLL_S", 0.05)
+    registry = RegistryHandle()
+    a, b = client(registry, "a"), client(registry, "b")
+    a.start(), b.start()
+    yield registry, a, b
+    await a.close()
+    await b.close()
 
 
 def until(predicate):
@@ -103,78 +110,60 @@ async def test_a_membership_change_is_answered_with_the_change_not_the_whole_lis
     assert later == []  # the last bump changed no slot; a/7 and a/9 changed before it
 
 
-async def test_a_restarted_registry_is_handed_every_clients_copy(fast_feeds):
-    registry = RegistryHandle()
-    a, b = client(registry, "a"), client(registry, "b")
-    a.start(), b.start()
-    try:
-        await a.state.set("colour", "blue")
-        await b.state.set("size", 3)
-        await a.state.set("tmp", 1)
-        await a.state.delete("tmp")
-        await until(lambda: b.state.get("colour") == "blue" and a.state.get("size") == 3)
+async def test_a_restarted_registry_is_handed_every_clients_copy(two_clients):
+    registry, a, b = two_clients
+    await a.state.set("colour", "blue")
+    await b.state.set("size", 3)
+    await a.state.set("tmp", 1)
+    await a.state.delete("tmp")
+    await until(lambda: b.state.get("colour") == "blue" and a.state.get("size") == 3)
 
-        old = registry.current.epoch
-        registry.restart()
+    old = registry.current.epoch
+    registry.restart()
 
-        async def handed_over() -> dict[str, Any]:
-            _, _, changes = await registry.current.state_since(0, 0.0, "")
-            return {u.key: u for u in changes}
+    async def handed_over() -> dict[str, Any]:
+        _, _, changes = await registry.current.state_since(0, 0.0, "")
+        return {u.key: u for u in changes}
 
-        for _ in range(500):
-            got = await handed_over()
-            if {"colour", "size", "tmp"} <= set(got):
-                break
-            await asyncio.sleep(0.01)
-        assert registry.current.epoch != old
-        assert got["colour"].value is not None and got["size"].value is not None
-        assert got["tmp"].value is None  # the delete travels too, so it cannot come back
-        assert a.paths["state:handed-over"] >= 1 and b.paths["state:handed-over"] >= 1
+    for _ in range(500):
+        got = await handed_over()
+        if {"colour", "size", "tmp"} <= set(got):
+            break
+        await asyncio.sleep(0.01)
+    assert registry.current.epoch != old
+    assert got["colour"].value is not None and got["size"].value is not None
+    assert got["tmp"].value is None  # the delete travels too, so it cannot come back
+    assert a.paths["state:handed-over"] >= 1 and b.paths["state:handed-over"] >= 1
 
-        # The feeds follow the new incarnation: a write after the restart reaches the other.
-        await b.state.set("after", True)
-        await until(lambda: a.state.get("after") is True)
-    finally:
-        await a.close()
-        await b.close()
+    # The feeds follow the new incarnation: a write after the restart reaches the other.
+    await b.state.set("after", True)
+    await until(lambda: a.state.get("after") is True)
 
 
-async def test_a_write_the_registry_did_not_take_stands_and_is_handed_over_later(fast_feeds):
-    registry = RegistryHandle()
-    a, b = client(registry, "a"), client(registry, "b")
-    a.start(), b.start()
-    try:
-        await a.state.set("before", 1)
-        await until(lambda: b.state.get("before") == 1)
-        registry.down = True
-        await a.state.set("while-down", 2)  # no error: the write stands here
-        assert a.state.get("while-down") == 2
-        registry.restart()
-        registry.down = False
-        await until(lambda: b.state.get("while-down") == 2)
-        assert b.state.get("before") == 1
-    finally:
-        await a.close()
-        await b.close()
+async def test_a_write_the_registry_did_not_take_stands_and_is_handed_over_later(two_clients):
+    registry, a, b = two_clients
+    await a.state.set("before", 1)
+    await until(lambda: b.state.get("before") == 1)
+    registry.down = True
+    await a.state.set("while-down", 2)  # no error: the write stands here
+    assert a.state.get("while-down") == 2
+    registry.restart()
+    registry.down = False
+    await until(lambda: b.state.get("while-down") == 2)
+    assert b.state.get("before") == 1
 
 
-async def test_a_feed_that_dies_on_an_unexpected_error_is_restarted(fast_feeds):
+async def test_a_feed_that_dies_on_an_unexpected_error_is_restarted(two_clients):
     """Not a Ray error (those the feed waits out itself): the loop dies, its owner logs it and
     starts it again, and the state keeps flowing."""
-    registry = RegistryHandle()
-    a, b = client(registry, "a"), client(registry, "b")
-    a.start(), b.start()
-    try:
-        await a.state.set("before", 1)
-        await until(lambda: b.state.get("before") == 1)
-        registry.bug_in = {"state_since", "members_since"}
-        await until(lambda: not registry.bug_in)
-        await a.state.set("after", 2)
-        await b.state.set("back", 3)
-        await until(lambda: b.state.get("after") == 2 and a.state.get("back") == 3)
-        for loop in ("members", "state"):  # whichever client's call hit the bug
-            assert a._loops.restarts[loop] + b._loops.restarts[loop] == 1
-        assert sorted(a._loops.running()) == sorted(b._loops.running()) == ["members", "state"]
-    finally:
-        await a.close()
-        await b.close()
+    registry, a, b = two_clients
+    await a.state.set("before", 1)
+    await until(lambda: b.state.get("before") == 1)
+    registry.bug_in = {"state_since", "members_since"}
+    await until(lambda: not registry.bug_in)
+    await a.state.set("after", 2)
+    await b.state.set("back", 3)
+    await until(lambda: b.state.get("after") == 2 and a.state.get("back") == 3)
+    for loop in ("members", "state"):  # whichever client's call hit the bug
+        assert a._loops.restarts[loop] + b._loops.restarts[loop] == 1
+    assert sorted(a._loops.running()) == sorted(b._loops.running()) == ["members", "state"]
