@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 
 def backoff(first_s: float, max_s: float) -> Iterator[float]:
-    """Delays for retry after retry: "full jitter" (uniform in [d/2, d]) over an exponential
+    """Delays for retry after retry: "equal jitter" (uniform in [d/2, d]) over an exponential
     ``d`` = first_s, 2 x first_s, ... up to ``max_s``, so that callers which failed together do
-    not retry together."""
+    not retry together, and none retries at once."""
     delay = first_s
     while True:
         yield random.uniform(delay / 2, delay)
