@@ -47,11 +47,10 @@ def membership_bytes(members: int) -> int:
     """The serialized size of a membership answer of ``members`` (slot, member) changes (a
     56-hex node id, no ring): ``members`` = all of them for a snapshot, 1 for one change."""
     ms = [
-        (m.slot, m)
+        Member(f"agent{i % 50}/{i}/abcdef12", f"agent{i % 50}", i, "f" * 56, None, None)
         for i in range(members)
-        for m in [Member(f"agent{i % 50}/{i}/abcdef12", f"agent{i % 50}", i, "f" * 56, None, None)]
     ]
-    return len(cloudpickle.dumps(ms))  # what Ray serializes a dataclass with
+    return len(cloudpickle.dumps([(m.slot, m) for m in ms]))  # what Ray serializes a dataclass with
 
 
 async def main(args: argparse.Namespace) -> None:

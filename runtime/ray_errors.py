@@ -35,8 +35,9 @@ from agents.errors import (
 
 __all__ = ["RAY_ERRORS", "raise_sdk_error", "sdk_error"]
 
-RAY_ERRORS: tuple[type[BaseException], ...] = (BackPressureError, RayServeException, rex.RayError)
-"""What a call through Ray or Serve raises when the call, not the caller, failed."""
+RAY_ERRORS: tuple[type[BaseException], ...] = (RayServeException, rex.RayError)
+"""What a call through Ray or Serve raises when the call, not the caller, failed (Serve's
+``BackPressureError`` is a ``RayServeException``)."""
 
 
 def sdk_error(exc: BaseException, target: str, kind: Literal["agent", "model"]) -> BaseException:

@@ -122,7 +122,7 @@ class Registry:
                 except asyncio.TimeoutError:
                     pass
             if full:
-                changes = [(slot, m) for slot, m in self._members.items()]
+                changes = list(self._members.items())
             else:
                 changes = [
                     (slot, self._members.get(slot))
