@@ -118,6 +118,7 @@ class ModelEngine:
         self.engine_args = engine_args
         self.load_s = load_s
         self.dead = False
+        self.death = ""  # why :attr:`dead` was set, for every later health check to repeat
         self.last_output_at = time.monotonic()
         self._llm: AsyncLLM | None = llm
         self._scheduler = scheduler
@@ -237,6 +238,11 @@ class ModelEngine:
         """
         return self._run(prompt, params, RequestOutputKind.DELTA, cache_salt)
 
+    def _died(self, why: str) -> ModelError:
+        """Mark the engine dead for ``why`` and return the error that says so."""
+        self.dead, self.death = True, why
+        return ModelError(f"model {self.name!r}: {why}")
+
     async def probe(self, timeout_s: float) -> None:
         """Generate one token within ``timeout_s``: proof that the engine makes progress.
 
@@ -246,22 +252,19 @@ class ModelEngine:
         """
         llm = self._require_llm()
         if llm.errored:
-            self.dead = True
-            raise ModelError(f"model {self.name!r}: the vLLM engine is dead")
+            raise self._died("the vLLM engine is dead")
         sp = vllm.SamplingParams(max_tokens=1, temperature=0.0, output_kind=RequestOutputKind.DELTA)
         request_id = f"health-{uuid.uuid4().hex}"
         gen = llm.generate(tokens_input(list(self._probe_ids)), sp, request_id)
         try:
             await asyncio.wait_for(_drain(gen), timeout_s)
         except asyncio.TimeoutError as exc:
-            self.dead = True
-            raise ModelError(
-                f"model {self.name!r}: the engine produced no token within {timeout_s:g}s; it "
-                f"is hung (limit: models.{self.name}.health_check_timeout_s)"
+            raise self._died(
+                f"the engine produced no token within {timeout_s:g}s; it is hung "
+                f"(limit: models.{self.name}.health_check_timeout_s)"
             ) from exc
         except EngineDeadError as exc:
-            self.dead = True
-            raise ModelError(f"model {self.name!r}: the vLLM engine died") from exc
+            raise self._died("the vLLM engine died") from exc
         except Exception as exc:
             raise ModelError(
                 f"model {self.name!r}: health probe failed: {type(exc).__name__}: {exc}"
@@ -454,10 +457,7 @@ class ModelEngine:
         except (AgentError, asyncio.CancelledError, GeneratorExit):
             raise
         except EngineDeadError as exc:
-            self.dead = True
-            raise ModelError(
-                f"model {self.name!r}: the vLLM engine died; the replica will be replaced"
-            ) from exc
+            raise self._died("the vLLM engine died; the replica will be replaced") from exc
         except VLLMValidationError as exc:
             raise _invalid(exc, blame, blamed) from exc
         except (ValueError, TypeError) as exc:

@@ -355,8 +355,8 @@ class ModelHost:
                     f"model {self._name!r} failed to load: {self._load_error}"
                 ) from self._load_error
             return  # unloaded or loading: nothing to probe yet
-        if engine.dead:
-            raise ModelError(f"model {self._name!r}: the engine is dead or hung")
+        if engine.dead:  # a probe or a request found it so: say what they found
+            raise ModelError(f"model {self._name!r}: {engine.death or 'the engine is dead'}")
         if self._state != "ready":
             return
         timeout = self._cfg.health_check_timeout_s
@@ -404,6 +404,7 @@ class ModelHost:
             "engine_build_s": engine.load_s if engine is not None else None,
             "warmup_s": self._last_warmup_s,
             "inflight": self._inflight,
+            "probing": self._probing,  # health probes running now (Serve's and explicit ones)
             "admission": self._gate.stats(),
             "load_error": str(self._load_error) if self._load_error else None,
             "counts": dict(self._counts),

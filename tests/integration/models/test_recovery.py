@@ -90,11 +90,20 @@ async def test_hung_engine_fails_health_check_falls_back_and_is_replaced(eager_m
     os.kill(pid, signal.SIGSTOP)  # alive, but makes no progress
     stopped.append(pid)
 
+    # The health check asks for one token and gives up after its timeout. It must be probing
+    # before the request below arrives: a check that finds requests in flight within
+    # health_check_timeout_s of the engine's last token (a passed probe's included) takes that
+    # as progress and does not probe, so with the request first it could pass (CI saw this).
+    checking = asyncio.ensure_future(d.handle.check_health.remote())
+
+    async def probing():
+        return (await d.stats())["probing"]
+
+    await wait_until(probing, PROBE_TIMEOUT_S, "the health probe to start")
     # A request in flight on the hung engine times out and the fallback answers.
     chatting = asyncio.create_task(d.client.chat(HI, max_tokens=3))
-    # The health check asks for one token and gives up after its timeout.
     with pytest.raises(ModelError, match="health_check_timeout_s"):
-        await d.handle.check_health.remote()
+        await checking
     reply = await chatting
     assert reply.model == MAIN
 
