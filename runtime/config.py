@@ -514,7 +514,9 @@ class RaygentConfig(_Section):
     """The whole application."""
 
     redis_url: str | None = None
-    """Default Redis for the cache and the task queues (``REDIS_URL``)."""
+    """Default Redis for the cache and the task queues (``REDIS_URL``): ``redis://``,
+    ``rediss://``, ``unix://`` for one server, ``redis+cluster://host:port`` (any node) for a
+    Redis Cluster (:mod:`runtime.redis_client`)."""
     agents: list[AgentConfig] = Field(default_factory=_default_agents)
     """Agents to run."""
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"default": ModelConfig()})

@@ -7,15 +7,21 @@ with a dead-letter entry. The semantics are those of :mod:`runtime.queues`; this
 only one that imports ``redis``, and every Redis error leaves it as
 :class:`~agents.errors.QueueUnavailable`.
 
-Key layout (``P`` is the key prefix, default ``raygent``)::
+Key layout (``P`` is the key prefix, default ``raygent``; ``t`` is the queue's tag, 8 hex
+digits of a hash of its name; :func:`stream_key`, :func:`dlq_key`, :func:`task_key`)::
 
-    P:q:<queue>    stream   one entry per runnable task {task: <id>}; consumer group "workers"
-    P:dlq:<queue>  stream   one entry per dead task {task, queue, attempts, error}; entries older
-                            than finished_ttl_s are trimmed as new ones arrive
-    P:task:<id>    hash     the task: queue state attempts payload traceparent entry lease
-                            consumer error result created_ms claimed_ms finished_ms;
-                            expires finished_ttl_s after it became DONE or DEAD
-    P:done         channel  a task id, published when that task becomes DONE or DEAD
+    P:q:{t}:<queue>    stream   one entry per runnable task {task: <id>}; group "workers"
+    P:dlq:{t}:<queue>  stream   one entry per dead task {task, queue, attempts, error}; entries
+                                older than finished_ttl_s are trimmed as new ones arrive
+    P:task:{t}:<id>    hash     the task: queue state attempts payload traceparent entry lease
+                                consumer error result created_ms claimed_ms finished_ms;
+                                expires finished_ttl_s after it became DONE or DEAD
+    P:done             channel  a task id, published when that task becomes DONE or DEAD
+
+A task id is 32 hex digits: the queue's tag, then 24 random ones. ``{t}`` is a Redis Cluster
+hash tag, so a queue's streams and its tasks live in one slot -- every script touches only keys
+of one queue -- and :meth:`~RedisStreamsTaskQueue.info` finds a task's hash from its id alone.
+Queues spread over the cluster's masters by tag; one queue is one master's load.
 
 The stream orders and delivers; the hash is the truth. Each transition is one Lua script, so it
 is atomic on the server and safe to retry (redis-py retries once after a dropped connection):
@@ -63,8 +69,15 @@ Why it is built this way:
   3.12, see :func:`_honouring_cancel`); a claim whose cancel was lost after the script had
   claimed a task gives the task straight back.
 
-Not supported: Redis Cluster (the scripts touch task hashes that do not share the stream's hash
-slot). Redis 6.2 or later (``XPENDING ... IDLE``).
+Redis Cluster (``redis+cluster://``, :mod:`runtime.redis_client`): the same scripts, each on
+the master of its queue's slot; ``P:done`` is classic pub/sub, which a cluster delivers to
+subscribers on every node. A master's failover fails the calls it catches with a retryable
+:class:`~agents.errors.QueueUnavailable` (``claim`` rides it out with backoff) until its replica
+is promoted. Redis replicates asynchronously: a write acknowledged in the last moment before its
+master died can be lost with it (``min-replicas-to-write`` on the servers bounds that window).
+
+Needs Redis 6.2 or later (``XPENDING ... IDLE``). The v1 layout had no tags; tasks queued under
+it are not read by this one.
 
 Example:
     >>> from runtime.config import QueuesConfig
@@ -76,28 +89,30 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
 import secrets
 import socket
-import uuid
 import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
     BusyLoadingError,
+    ClusterError,
     ConnectionError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
+    SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
 )
@@ -108,8 +123,9 @@ from agents.runtime_api import TaskInfo, TaskState
 from agents.tracing import TraceContext
 from runtime.config import QueuesConfig
 from runtime.queues import QueueFull, TaskQueue, TaskRecord
+from runtime.redis_client import connect, ready
 
-__all__ = ["RedisStreamsTaskQueue"]
+__all__ = ["RedisStreamsTaskQueue", "dlq_key", "stream_key", "task_key"]
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +140,39 @@ _TRANSIENT = (
     ReadOnlyError,
     OutOfMemoryError,
     TryAgainError,
+    ClusterError,  # a master failed and its replica is not promoted yet; redirects exhausted
+    SlotNotCoveredError,
 )
+_ERRORS = (RedisError, RedisClusterException)  # the second is not a RedisError
 _WAIT_POLL_FIRST_S = 0.25
 _WAIT_POLL_MAX_S = 5.0
 _CLAIM_BACKOFF_MAX_S = 2.0
 _RENEW_BATCH = 256
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def queue_tag(queue: str) -> str:
+    """8 hex digits of a hash of ``queue``: the hash tag its keys and its task ids carry."""
+    return hashlib.blake2b(queue.encode(), digest_size=4).hexdigest()
+
+
+def stream_key(prefix: str, queue: str) -> str:
+    return f"{prefix}:q:{{{queue_tag(queue)}}}:{queue}"
+
+
+def dlq_key(prefix: str, queue: str) -> str:
+    return f"{prefix}:dlq:{{{queue_tag(queue)}}}:{queue}"
+
+
+def task_key(prefix: str, task_id: str) -> str:
+    """The task's hash; its id begins with its queue's tag (:func:`_new_task_id`)."""
+    return f"{prefix}:task:{{{task_id[:8]}}}:{task_id}"
+
+
+def _new_task_id(queue: str) -> str:
+    return queue_tag(queue) + secrets.token_hex(12)
+
 
 # -- Lua ---------------------------------------------------------------------------------------
 # Every script reads the server clock, so timestamps and DLQ trimming do not depend on clients.
@@ -187,22 +231,22 @@ local function next_entry()
     idle = redis.call('XPENDING', stream, group, 'IDLE', vt, '-', '+', 1)
   end
   if #idle > 0 then
-    local id, owner = idle[1][1], idle[1][2]
+    local id, owner, deliveries = idle[1][1], idle[1][2], idle[1][4] + 1
     local got = redis.call('XCLAIM', stream, group, consumer, vt, id)
     if #got == 0 then  -- the entry was deleted under the PEL; XCLAIM dropped it
       redis.call('XACK', stream, group, id)
       return 'skip'
     end
-    return got[1], owner
+    return got[1], owner, deliveries
   end
   local new = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1,
                          'STREAMS', stream, '>')
   if not new then return nil end
-  return new[1][2][1], nil
+  return new[1][2][1], nil, 1
 end
 
 for _ = 1, 32 do
-  local entry, owner = next_entry()
+  local entry, owner, deliveries = next_entry()
   if entry == nil then
     local newest = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
     return {0, newest[1] and newest[1][1] or '0-0'}
@@ -213,10 +257,15 @@ for _ = 1, 32 do
     for i = 1, #fields, 2 do
       if fields[i] == 'task' then tid = fields[i + 1] end
     end
-    local key = prefix .. (tid or '')
+    local key = prefix .. '{' .. string.sub(tid or '', 1, 8) .. '}:' .. (tid or '')
     local h = redis.call('HMGET', key, 'state', 'entry', 'attempts', 'payload', 'traceparent')
-    if not tid or not h[1] or h[2] ~= id or h[1] == 'done' or h[1] == 'dead' then
-      drop(id)  -- an orphan: task expired, finished, or re-queued under a newer entry
+    if tid and not h[1] then
+      -- No task hash: deleted or evicted, or (its slot migrating between cluster masters) not
+      -- moved here yet. The entry stays claimed and idle, to be looked at again after the
+      -- visibility timeout; it is dropped once delivered more often than a task ever runs.
+      if deliveries > maxa + 1 then drop(id) end
+    elseif not tid or h[2] ~= id or h[1] == 'done' or h[1] == 'dead' then
+      drop(id)  -- an orphan: finished, or re-queued under a newer entry
     else
       local attempts = tonumber(h[3])
       if owner then
@@ -348,7 +397,8 @@ class RedisStreamsTaskQueue(TaskQueue):
     """Durable named task queues on Redis Streams (at-least-once, see the module docstring).
 
     Args:
-        url: Redis URL (``redis://``, ``rediss://`` or ``unix://``).
+        url: Redis URL (``redis://``, ``rediss://``, ``unix://``; ``redis+cluster://`` for a
+            Redis Cluster, see :mod:`runtime.redis_client`).
         settings: visibility timeout, attempts, bound, retention and socket timeout.
         key_prefix: first part of every key and of the channel, so that several applications
             (or tests) can share one Redis.
@@ -362,8 +412,10 @@ class RedisStreamsTaskQueue(TaskQueue):
     def __init__(
         self, url: str, settings: QueuesConfig | None = None, *, key_prefix: str = "raygent"
     ) -> None:
-        if not key_prefix or any(c.isspace() for c in key_prefix):
-            raise ValueError(f"key_prefix must be non-empty, without spaces: {key_prefix!r}")
+        if not key_prefix or any(c.isspace() or c in "{}" for c in key_prefix):
+            raise ValueError(
+                f"key_prefix must be non-empty, without spaces or braces: {key_prefix!r}"
+            )
         settings = settings or QueuesConfig()
         self.max_pending = settings.max_pending
         self.max_attempts = settings.max_attempts
@@ -378,7 +430,7 @@ class RedisStreamsTaskQueue(TaskQueue):
         self._renew_s = settings.visibility_timeout_s / 3
         self._prefix = key_prefix
         self._channel = f"{key_prefix}:done"
-        self._redis = aioredis.Redis.from_url(
+        self._redis = connect(
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
@@ -408,19 +460,19 @@ class RedisStreamsTaskQueue(TaskQueue):
     # -- keys ----------------------------------------------------------------------------------
 
     def _stream(self, queue: str) -> str:
-        return f"{self._prefix}:q:{queue}"
+        return stream_key(self._prefix, queue)
 
     def _dlq(self, queue: str) -> str:
-        return f"{self._prefix}:dlq:{queue}"
+        return dlq_key(self._prefix, queue)
 
     def _task_key(self, task_id: str) -> str:
-        return f"{self._prefix}:task:{task_id}"
+        return task_key(self._prefix, task_id)
 
     # -- TaskQueue -----------------------------------------------------------------------------
 
     async def put(self, queue: str, payload: bytes, trace: TraceContext) -> str:
         self._check_open()
-        task_id = uuid.uuid4().hex
+        task_id = _new_task_id(queue)
         entry = await self._call(
             queue,
             self._put_script(
@@ -470,7 +522,7 @@ class RedisStreamsTaskQueue(TaskQueue):
                     self.max_attempts,
                     token,
                     self._ttl_ms,
-                    self._task_key(""),
+                    f"{self._prefix}:task:",  # the script adds {tag}:<id> (task_key)
                     self._channel,
                     queue,
                 ],
@@ -656,7 +708,7 @@ class RedisStreamsTaskQueue(TaskQueue):
         for queue, consumer in sorted(self._consumers):
             try:
                 await self._forget_script(keys=[self._stream(queue)], args=[GROUP, consumer])
-            except RedisError as exc:  # Redis is gone: the others would fail the same way
+            except _ERRORS as exc:  # Redis is gone: the others would fail the same way
                 log.debug("could not delete consumer %s of %r: %s", consumer, queue, exc)
                 break
         await self._redis.aclose()
@@ -747,11 +799,18 @@ class RedisStreamsTaskQueue(TaskQueue):
         task = asyncio.current_task()
         before = _cancel_requests(task)
         try:
+            try:
+                await ready(self._redis)
+            except BaseException:
+                getattr(op, "close", lambda: None)()  # a coroutine never to be awaited
+                raise
             result = await op
-        except RedisError as exc:
+        except _ERRORS as exc:
             retryable = not isinstance(exc, (AuthenticationError, AuthorizationError)) and (
                 isinstance(exc, _TRANSIENT)
                 or str(exc).startswith(("BUSY", "LOADING", "MASTERDOWN", "TRYAGAIN"))
+                # a script met a key its slot's migration moved away: try again (ASK, then MOVED)
+                or "non local key" in str(exc)
             )
             raise QueueUnavailable(
                 queue, f"{type(exc).__name__}: {exc}", retryable=retryable
@@ -842,7 +901,7 @@ async def _listen(ref: weakref.ref[RedisStreamsTaskQueue], client: Any, channel:
                     q._stop_listening()
                     return
                 del q
-        except RedisError as exc:
+        except _ERRORS as exc:
             if (q := ref()) is None:
                 return
             q._listening.clear()

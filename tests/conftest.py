@@ -27,6 +27,16 @@ async def _no_leaked_tasks():
 
 
 @pytest.fixture(scope="session")
+def redis_cluster():
+    """A Redis Cluster of 3 masters with a replica each (``tests.rediscluster``), started when a
+    test first asks for it. Tests that kill nodes make their own instead."""
+    from tests.rediscluster import LocalCluster
+
+    with LocalCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for the whole test session (each start costs seconds on 2
     cores), with Serve's HAProxy ingress. Workers can import the test agent modules in

@@ -27,7 +27,7 @@ Key (:func:`cache_key`)
     the gateway should pass the full resolved parameters (``SamplingParams.to_dict()``), where
     no field is ever absent. ``tenant`` is ``None`` when ``shared`` (the config lists the
     target in ``cache.shared``); ``shared`` is itself in the document so that a shared entry
-    never answers a per-tenant lookup. In Redis the value lives at ``raygent:cache:v1:<hex>``.
+    never answers a per-tenant lookup. In Redis the value lives at ``raygent:cache:v2:{<hex>}``.
 
 Policy (:meth:`ResponseCache.decide`): the first rule that matches wins
     ======================================================  ======  =====  =================
@@ -49,7 +49,7 @@ Single flight (:meth:`ResponseCache.flight`, :meth:`ResponseCache.get_or_compute
     Within a replica, the first request for a key leads and later ones wait on an in-process
     future without a Redis call of their own. Across replicas (Redis), the local leader runs one
     Lua script that reads the value -- the request's lookup, one round trip -- and otherwise
-    takes a lock key ``raygent:cache:v1:lock:<hex>`` (``SET NX PX``, lifetime
+    takes a lock key ``raygent:cache:v2:lock:{<hex>}`` (``SET NX PX``, lifetime
     ``flight_wait_s``); a replica that finds the lock held polls the same script with backoff
     (2 ms doubling to 50 ms) for at most ``flight_wait_s``, then computes on its own. The winner
     stores the value and deletes its lock in one script; a winner that fails replaces its lock
@@ -79,8 +79,11 @@ Breaker (:class:`CircuitBreaker`)
     excused timeouts at debug level). A request that saw Redis fail is served uncached (status
     ``bypass``), and skips the other Redis calls (lock, store) it would have made.
 
-Not supported: Redis Cluster (the flight scripts touch the value and the lock key, which do not
-share a hash slot), and values larger than Redis's 512 MB string limit.
+Redis Cluster (``redis+cluster://``): a value and its lock share a hash tag, so each flight script
+runs on the one master that owns the key's slot, and keys spread over the masters by hash. A
+master's failover fails the calls it catches (served uncached, as with any Redis failure) and
+the next calls go to the promoted replica. Not supported: values larger than Redis's 512 MB
+string limit.
 
 Example:
     >>> cache = ResponseCache()  # in-process LRU
@@ -91,7 +94,7 @@ Example:
     True
 """
 
-from runtime.cache.backends import KEY_PREFIX, LOCK_PREFIX
+from runtime.cache.backends import KEY_PREFIX, LOCK_PREFIX, lock_key, value_key
 from runtime.cache.breaker import CircuitBreaker
 from runtime.cache.core import LATENCY_BUCKETS_S, Flight, ResponseCache
 from runtime.cache.keys import (
@@ -114,4 +117,6 @@ __all__ = [
     "cache_decision",
     "cache_key",
     "cache_scope",
+    "lock_key",
+    "value_key",
 ]

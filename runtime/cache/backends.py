@@ -1,6 +1,11 @@
-"""Where cache entries live: an in-process LRU, or Redis (the only module here that imports
-``redis``). Methods raise whatever their transport raises; :class:`~runtime.cache.core.
-ResponseCache` translates, so no Redis exception leaves the package.
+"""Where cache entries live: an in-process LRU, or Redis -- one server or a Redis Cluster (the
+only module here that imports ``redis``). Methods raise whatever their transport raises;
+:class:`~runtime.cache.core.ResponseCache` translates, so no Redis exception leaves the package.
+
+Keys: a value lives at ``raygent:cache:v2:{<hex>}`` and its flight lock at
+``raygent:cache:v2:lock:{<hex>}``. The braces are a Redis Cluster hash tag: the flight scripts
+touch both keys, and the tag puts them in one slot; entries spread over the slots by their hash.
+(``v1`` keys had no tag; a v2 cache does not read them, they expire.)
 
 Round trips per request (Redis): a lookup that leads a flight is one ``EVALSHA`` of the claim
 script (the value, else the flight lock); a hit from another request in flight here is none; a
@@ -17,11 +22,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from runtime.redis_client import connect, is_cluster, ready
 
 __all__ = [
     "ACQUIRED",
@@ -37,11 +51,25 @@ __all__ = [
     "Backend",
     "MemoryBackend",
     "RedisBackend",
+    "lock_key",
     "make_backend",
+    "value_key",
 ]
 
-KEY_PREFIX = "raygent:cache:v1:"
+KEY_PREFIX = "raygent:cache:v2:"
 LOCK_PREFIX = KEY_PREFIX + "lock:"
+
+
+def value_key(key: str) -> str:
+    """Where the value of cache key ``key`` lives in Redis."""
+    return f"{KEY_PREFIX}{{{key}}}"
+
+
+def lock_key(key: str) -> str:
+    """The flight lock of ``key``: same hash tag as its value, so the same cluster slot."""
+    return f"{LOCK_PREFIX}{{{key}}}"
+
+
 _FAILED_MARK = "!failed"  # lock value left by a leader that failed; tokens are hex, never "!"
 _FAILED_MARK_S = 1.0  # how long waiters (and newcomers) read "the leader failed, go ahead"
 
@@ -159,44 +187,60 @@ return 1
 
 
 class RedisBackend(Backend):
-    """One Redis (``redis://``, ``rediss://``, ``unix://``) shared by every gateway replica."""
+    """One Redis (``redis://``, ``rediss://``, ``unix://``) or one Redis Cluster
+    (``redis+cluster://``, see :mod:`runtime.redis_client`) shared by every gateway replica."""
 
     name = "redis"
     fallible = True
 
     def __init__(self, url: str, *, timeout_s: float, max_connections: int) -> None:
-        # A full pool makes a call wait for a free connection (within the caller's deadline)
-        # instead of failing at once: a burst is not an outage.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),  # a retry after a timeout doubles the stall; none
-            max_connections=max_connections,
-            timeout=2 * timeout_s,  # a backstop: the caller's deadline ends the wait first
-            client_name="raygent:cache",  # names the connections in CLIENT LIST
-        )
-        self._redis = aioredis.Redis.from_pool(pool)
+        common = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "retry": Retry(NoBackoff(), 0),  # a retry after a timeout doubles the stall; none
+            "client_name": "raygent:cache",  # names the connections in CLIENT LIST
+        }
+        self._redis: aioredis.Redis | RedisCluster
+        if is_cluster(url):
+            # A pool per node, ``max_connections`` each; a full one fails the call (pool full,
+            # which the cache does not count against Redis). MOVED and ASK are followed; a
+            # master that fails over costs the calls in flight, then the slot map is reloaded.
+            # Every call first awaits ``ready``: a flag check once the slot map is loaded.
+            self._redis = connect(url, max_connections=max_connections, **common)
+        else:
+            # A full pool makes a call wait for a free connection (within the caller's
+            # deadline) instead of failing at once: a burst is not an outage.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url,
+                max_connections=max_connections,
+                timeout=2 * timeout_s,  # a backstop: the caller's deadline ends the wait first
+                **common,
+            )
+            self._redis = aioredis.Redis.from_pool(pool)
         self._claim = self._redis.register_script(_CLAIM_LUA)
         self._settle = self._redis.register_script(_SETTLE_LUA)
 
     async def get(self, key: str) -> bytes | None:
-        return await self._redis.get(KEY_PREFIX + key)
+        await ready(self._redis)
+        return await self._redis.get(value_key(key))
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
-        await self._redis.set(KEY_PREFIX + key, value, px=_ms(ttl_s))
+        await ready(self._redis)
+        await self._redis.set(value_key(key), value, px=_ms(ttl_s))
 
     async def claim(self, key: str, token: str, lock_s: float) -> tuple[int, bytes | None]:
+        await ready(self._redis)
         out = await self._claim(
-            keys=[KEY_PREFIX + key, LOCK_PREFIX + key], args=[token, _ms(lock_s), _FAILED_MARK]
+            keys=[value_key(key), lock_key(key)], args=[token, _ms(lock_s), _FAILED_MARK]
         )
         return int(out[0]), (out[1] if len(out) > 1 else None)
 
     async def settle(
         self, key: str, token: str | None, value: bytes | None, ttl_s: float, mode: str
     ) -> None:
+        await ready(self._redis)
         await self._settle(
-            keys=[KEY_PREFIX + key, LOCK_PREFIX + key],
+            keys=[value_key(key), lock_key(key)],
             args=[mode, token or "", value or b"", _ms(ttl_s), _FAILED_MARK, _ms(_FAILED_MARK_S)],
         )
 
@@ -208,16 +252,19 @@ class RedisBackend(Backend):
         three round trips (connect, ``CLIENT SETNAME``, ``CLIENT SETINFO``) and a script not yet
         loaded two more (``NOSCRIPT``, ``SCRIPT LOAD``) -- each a loop iteration on a busy
         event loop (``python -m bench.cache_load``, ``connect`` rows)."""
-        pool = self._redis.connection_pool
-        held = []
-        try:
-            for _ in range(connections):
-                held.append(await pool.get_connection())
-        finally:
-            for conn in held:
-                await pool.release(conn)
+        if isinstance(self._redis, RedisCluster):
+            await ready(self._redis)  # the slot map; each node's pool opens on use
+        else:
+            pool = self._redis.connection_pool
+            held = []
+            try:
+                for _ in range(connections):
+                    held.append(await pool.get_connection())
+            finally:
+                for conn in held:
+                    await pool.release(conn)
         for script in (self._claim, self._settle):
-            await self._redis.script_load(script.script)
+            await self._redis.script_load(script.script)  # on a cluster: on every master
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -233,8 +280,9 @@ def make_backend(
 ) -> Backend:
     """The store of a cache:
 
-    * ``RedisBackend`` for a URL (``redis://``, ``rediss://``, ``unix://``): shared by every
-      replica, with cross-replica single flight;
+    * ``RedisBackend`` for a URL (``redis://``, ``rediss://``, ``unix://``, or
+      ``redis+cluster://`` for a Redis Cluster): shared by every replica, with cross-replica
+      single flight;
     * ``MemoryBackend`` for None: an LRU per process (the embedded default).
     """
     if url:
@@ -248,11 +296,20 @@ def _ms(seconds: float) -> int:
 
 # How a failed call is read (the cache's breaker acts on it):
 # Redis is down or hung: count towards opening the breaker. asyncio.TimeoutError is the builtin
-# TimeoutError (an OSError) from 3.11 on, not before.
-DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+# TimeoutError (an OSError) from 3.11 on, not before. A cluster with a slot no master serves
+# (a failover under way) is down for the keys in it.
+DOWN_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+    ClusterDownError,
+    SlotNotCoveredError,
+)
 # This process's connection pool is full: Redis may be fine; not the breaker's business.
 POOL_FULL_ERRORS = (MaxConnectionsError,)
-# Redis answered with an error (OOM, READONLY...): it is up.
-ANSWER_ERRORS = (RedisError,)
+# Redis answered with an error (OOM, READONLY...): it is up. RedisClusterException is not a
+# RedisError: redis-py raises it for a cluster call it will not send (keys in two slots).
+ANSWER_ERRORS = (RedisError, RedisClusterException)
 # No answer in time (for messages).
 TIMEOUT_ERRORS = (RedisTimeoutError, asyncio.TimeoutError)

@@ -19,7 +19,7 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-from runtime.cache import KEY_PREFIX, LOCK_PREFIX, CacheDecision, ResponseCache, cache_key
+from runtime.cache import LOCK_PREFIX, CacheDecision, ResponseCache, cache_key, lock_key, value_key
 from runtime.config import CacheConfig
 
 pytestmark = pytest.mark.integration
@@ -140,7 +140,7 @@ async def test_round_trip_and_key_layout(caches, shared_redis):
     assert await cache.lookup(k) == (None, "miss")
     await cache.put(k, b"\x00binary\xff")
     assert await cache.lookup(k) == (b"\x00binary\xff", "hit")
-    assert shared_redis.keys("*") == [f"{KEY_PREFIX}{k}".encode()]
+    assert shared_redis.keys("*") == [value_key(k).encode()]
     other_replica = caches()
     assert await other_replica.get(k) == b"\x00binary\xff"
     stats = cache.stats()
@@ -156,7 +156,7 @@ async def test_ttl_is_absolute_and_reads_do_not_refresh_it(caches, shared_redis)
     while time.monotonic() - t0 < 0.35:
         assert await cache.get(k) == b"v"
         await asyncio.sleep(0.05)
-    pttl = shared_redis.pttl(KEY_PREFIX + k)
+    pttl = shared_redis.pttl(value_key(k))
     assert 0 < pttl <= 500 - 300  # read many times, yet the lifetime kept running down
     await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - t0)) + 0.05)
     assert await cache.get(k) is None
@@ -186,7 +186,7 @@ async def test_twenty_misses_on_two_replicas_make_one_call(caches, shared_redis)
         lambda: a.stats()["single_flight_waits"] + b.stats()["single_flight_waits"] == 19,
         "everybody else to wait",
     )
-    assert shared_redis.exists(LOCK_PREFIX + key())
+    assert shared_redis.exists(lock_key(key()))
     produce.gate.set()
     results = await asyncio.wait_for(asyncio.gather(*tasks), BOUND_S)
     assert produce.calls == 1
@@ -231,7 +231,7 @@ async def test_a_cancelled_winner_hands_over_to_a_waiter(caches, shared_redis):
 
 async def test_a_winner_that_died_costs_at_most_the_wait_bound(caches, shared_redis):
     cache = caches(flight_wait_s=0.3)
-    shared_redis.set(LOCK_PREFIX + key(), b"dead-replica", px=60_000)  # never released
+    shared_redis.set(lock_key(key()), b"dead-replica", px=60_000)  # never released
     produce = Producer(b"mine")
     produce.gate.set()
     t0 = time.monotonic()

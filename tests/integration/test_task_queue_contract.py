@@ -1,7 +1,9 @@
-"""One contract for every task queue backend: the in-process queue and Redis Streams.
+"""One contract for every task queue backend: the in-process queue, Redis Streams on one
+server, and Redis Streams on a Redis Cluster.
 
-The Redis cases need a real Redis server at ``$REDIS_URL`` (``make test`` starts one); each test
-uses its own key prefix and deletes its keys afterwards.
+The Redis cases need a real Redis server at ``$REDIS_URL`` (``make test`` starts one); the
+cluster cases start a local cluster of 3 masters and 3 replicas (``tests.rediscluster``). Each
+test uses its own key prefix and deletes its keys afterwards.
 """
 
 from __future__ import annotations
@@ -29,54 +31,61 @@ BOUND_S = 10.0  # a claim or wait that should return at once; only there so a bu
 class Backend:
     """Builds queues of one backend and cleans up after the test."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, url: str | None = None) -> None:
         self.kind = kind
+        self.url = url
         self.prefix = f"raygent-test-{uuid.uuid4().hex[:12]}"
         self.made: list[TaskQueue] = []
 
     def make(self, **settings: object) -> TaskQueue:
         cfg = QueuesConfig(**settings)
-        if self.kind == "in-process":
+        if self.url is None:
             q: TaskQueue = InProcessTaskQueue(
                 max_pending=cfg.max_pending, max_attempts=cfg.max_attempts
             )
         else:
             from runtime.queues_redis import RedisStreamsTaskQueue
 
-            q = RedisStreamsTaskQueue(REDIS_URL, cfg, key_prefix=self.prefix)
+            q = RedisStreamsTaskQueue(self.url, cfg, key_prefix=self.prefix)
         self.made.append(q)
         return q
 
     async def dead_letters(self, queue: str) -> list[dict[str, str]]:
         """The dead-letter stream's entries (Redis only)."""
-        import redis.asyncio as aioredis
+        from runtime.queues_redis import dlq_key
+        from runtime.redis_client import connect
 
-        client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+        assert self.url is not None
+        client = connect(self.url, decode_responses=True)
         try:
-            return [fields for _, fields in await client.xrange(f"{self.prefix}:dlq:{queue}")]
+            return [fields for _, fields in await client.xrange(dlq_key(self.prefix, queue))]
         finally:
             await client.aclose()
 
     async def cleanup(self) -> None:
         for q in self.made:
             await q.close()
-        if self.kind == "redis":
-            import redis.asyncio as aioredis
+        if self.url is not None:
+            from runtime.redis_client import connect
 
-            client = aioredis.Redis.from_url(REDIS_URL)
-            try:
+            client = connect(self.url)
+            try:  # a cluster client scans every master and deletes key by key
                 keys = [k async for k in client.scan_iter(match=f"{self.prefix}:*")]
-                if keys:
-                    await client.delete(*keys)
+                for k in keys:
+                    await client.delete(k)
             finally:
                 await client.aclose()
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", "redis", "redis-cluster"])
 async def backend(request):
     if request.param == "redis" and not REDIS_URL:
         pytest.skip(NO_REDIS)
-    b = Backend(request.param)
+    if request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster").url
+    else:
+        url = REDIS_URL if request.param == "redis" else None
+    b = Backend(request.param, url)
     yield b
     await b.cleanup()
 
@@ -132,7 +141,7 @@ async def test_failures_retry_then_dead_letter_with_the_last_error(backend):
     await q.fail(second, "ValueError: two")
     info = await q.wait(task_id, timeout_s=BOUND_S)
     assert (info.state, info.attempts, info.error) == (TaskState.DEAD, 2, "ValueError: two")
-    if backend.kind == "redis":
+    if backend.url is not None:
         (letter,) = await backend.dead_letters("jobs")
         assert letter == {
             "task": task_id,

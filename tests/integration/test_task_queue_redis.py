@@ -36,7 +36,13 @@ if not REDIS_URL:
 
 import redis.asyncio as aioredis  # noqa: E402 - only with a Redis to talk to
 
-from runtime.queues_redis import GROUP, RedisStreamsTaskQueue  # noqa: E402
+from runtime.queues_redis import (  # noqa: E402
+    GROUP,
+    RedisStreamsTaskQueue,
+    dlq_key,
+    stream_key,
+    task_key,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 VT_S = 0.5  # visibility timeout of these tests: a lost claim is taken over after half a second
@@ -133,7 +139,7 @@ def put_from_another_thread(prefix: str) -> str:
 
 
 async def stream_is_empty(env, queue: str = "jobs") -> bool:
-    stream = f"{env.prefix}:q:{queue}"
+    stream = stream_key(env.prefix, queue)
     pending = await env.client.xpending(stream, GROUP)
     return await env.client.xlen(stream) == 0 and pending["pending"] == 0
 
@@ -161,8 +167,8 @@ async def test_a_worker_killed_mid_task_loses_no_task(redis_env):
         None,
     )
     assert await stream_is_empty(redis_env)
-    assert await redis_env.client.xlen(f"{redis_env.prefix}:dlq:jobs") == 0
-    ttl = await redis_env.client.ttl(f"{redis_env.prefix}:task:{task_id}")
+    assert await redis_env.client.xlen(dlq_key(redis_env.prefix, "jobs")) == 0
+    ttl = await redis_env.client.ttl(task_key(redis_env.prefix, task_id))
     assert ttl > 0  # a finished task expires after finished_ttl_s
 
 
@@ -226,7 +232,7 @@ async def test_a_claim_lost_on_the_last_attempt_is_dead_lettered(redis_env):
     assert worker.cancelled()  # the dead task was never handed out again
     assert (info.state, info.attempts) == (TaskState.DEAD, 1)
     assert info.error.startswith("WorkerLost: consumer doomed@")
-    letters = await redis_env.client.xrange(f"{redis_env.prefix}:dlq:jobs")
+    letters = await redis_env.client.xrange(dlq_key(redis_env.prefix, "jobs"))
     assert [f["task"] for _, f in letters] == [task_id]
     assert await stream_is_empty(redis_env)
 
@@ -346,5 +352,7 @@ async def test_the_example_pipeline_runs_on_local_runtime_with_redis_queues(redi
         assert rt.state["archive:rings"] == {"draft": "Draft on rings.", "review": "Too short."}
         assert rt.state["reports_written"] == 2
     assert await stream_is_empty(redis_env, "archive")
-    consumers = await redis_env.client.xinfo_consumers(f"{redis_env.prefix}:q:archive", GROUP)
+    consumers = await redis_env.client.xinfo_consumers(
+        stream_key(redis_env.prefix, "archive"), GROUP
+    )
     assert consumers == []  # closing the queue removed its consumers

@@ -26,6 +26,8 @@ from runtime.cache import (
     ResponseCache,
     cache_decision,
     cache_key,
+    lock_key,
+    value_key,
 )
 from runtime.cache.deadline import Deadline, DeadlineExpired, DeadlinePolicy, run_within
 from runtime.config import CacheConfig
@@ -74,8 +76,11 @@ def test_key_is_a_stable_sha256_hex_digest():
     assert len(k) == 64
     assert int(k, 16) >= 0
     assert k == key()
-    # fixed for v1: a change here silently empties every deployed cache; bump KEY_VERSION instead
-    assert KEY_PREFIX == "raygent:cache:v1:"
+    # fixed for v2: a change here silently empties every deployed cache; bump the prefix instead
+    # (v2: the key is a Redis Cluster hash tag, so a value and its flight lock share a slot)
+    assert KEY_PREFIX == "raygent:cache:v2:"
+    assert value_key(k) == f"raygent:cache:v2:{{{k}}}"
+    assert lock_key(k) == f"raygent:cache:v2:lock:{{{k}}}"
 
 
 def test_int_and_float_spellings_of_one_number_give_one_key():
