@@ -8,12 +8,14 @@ so failover tests stay short. The nodes keep no data on disk.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +41,13 @@ def _free_ports(n: int) -> list[int]:
         if all(_free(p) and _free(p + BUS_OFFSET) for p in ports):
             return ports
     raise RuntimeError(f"no {n} free consecutive ports (with their bus ports) in 20000-30000")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the thread that started it (the test
+    process's main thread) ends, however it ends."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
 class LocalCluster:
@@ -94,6 +103,7 @@ class LocalCluster:
                 ],  # fmt: skip
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent,
             )
         for port in self.ports:
             self._wait(lambda p=port: self.node(p).ping(), f"node {port} to answer")
@@ -229,6 +239,7 @@ class SlotMove:
 __all__ = ["LocalCluster", "SlotMove"]
 
 if __name__ == "__main__":  # a cluster to try things on by hand: python -m tests.rediscluster
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the nodes on kill, too
     with LocalCluster() as c:
         print(c.url, "pid", os.getpid(), "- Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
