@@ -18,8 +18,8 @@ can at worst raise :class:`MessageDecodeError` — which is why there is no pick
 
 That is also why a type defined in ``__main__`` (a script, a notebook) decodes on a Ray replica
 at all: the replica never imports ``__main__`` (its own ``__main__`` is Ray's worker), it
-registers the classes the driver shipped with the application (``runtime.shipping``), under the
-same ``__main__:Name``.
+registers the classes the driver shipped with the application
+(``runtime.cluster.shipping``), under the same ``__main__:Name``.
 
 Example:
     >>> from dataclasses import dataclass

@@ -1,10 +1,10 @@
 """W3C trace context, carried in every message envelope, and the span a handler sees.
 
 The SDK does not import OpenTelemetry (it is a heavy dependency and lives behind
-``runtime/telemetry.py``); it only needs to *carry* a trace across agents and give handlers a
-place to record attributes and events. :class:`TraceContext` is the ``traceparent`` header as a
-value; :class:`Span` is the small part of a span's interface that handlers use, which both the
-in-process :class:`RecordingSpan` and the runtime's OpenTelemetry adapter implement.
+``runtime/observability/telemetry.py``); it only needs to *carry* a trace across agents and give
+handlers a place to record attributes and events. :class:`TraceContext` is the ``traceparent``
+header as a value; :class:`Span` is the small part of a span's interface that handlers use, which
+both the in-process :class:`RecordingSpan` and the runtime's OpenTelemetry adapter implement.
 
 Example:
     >>> root = TraceContext.new_root()
@@ -95,7 +95,8 @@ class Span(Protocol):
 @dataclass
 class RecordingSpan:
     """A span that keeps what it is told in memory: the in-process runtime's span, and what
-    tests inspect. ``runtime.telemetry`` exports finished ones as OpenTelemetry spans."""
+    tests inspect. ``runtime.observability.telemetry`` exports finished ones as OpenTelemetry
+    spans."""
 
     name: str
     context: TraceContext

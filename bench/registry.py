@@ -1,6 +1,6 @@
 """``python -m bench.registry``: what one Registry actor costs as the application grows.
 
-The registry (``runtime.ray_registry``) is one actor that every replica long-polls twice
+The registry (``runtime.cluster.registry``) is one actor that every replica long-polls twice
 (membership and state). Two costs grow with the number of replicas R, and this measures both
 on the machine it runs on, for ``docs/SCALING.md``:
 
@@ -26,7 +26,7 @@ import time
 import ray
 from ray import cloudpickle
 
-from runtime.ray_registry import Member, Registry, StateUpdate
+from runtime.cluster.registry import Member, Registry, StateUpdate
 
 
 async def fan_out(registry, feeds: int, trials: int) -> float:

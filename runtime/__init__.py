@@ -10,7 +10,7 @@ hard dependency) for code that only uses ``LocalRuntime`` or the config.
 Example:
     >>> from runtime import LocalRuntime, RayRuntime
     >>> RayRuntime.__module__
-    'runtime.ray_runtime'
+    'runtime.cluster.ray_runtime'
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from runtime.config import RaygentConfig, import_agent, load_config
+from runtime.core.local import LocalRuntime
 from runtime.errors import ConfigError, RaygentRuntimeError
-from runtime.local import LocalRuntime
 
 if TYPE_CHECKING:
-    from runtime.ray_runtime import RayRuntime
+    from runtime.cluster.ray_runtime import RayRuntime
 
 __all__ = [
     "ConfigError",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # name -> the module that defines it, imported on first access (it imports Ray).
-_LAZY = {"RayRuntime": "runtime.ray_runtime"}
+_LAZY = {"RayRuntime": "runtime.cluster.ray_runtime"}
 
 
 def __getattr__(name: str) -> Any:

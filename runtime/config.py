@@ -100,8 +100,8 @@ class AutoscalingConfig(_Section):
     """Serve autoscaling; replaces a fixed ``replicas`` count when set.
 
     Agents and ``placement: deployment`` models scale on the depth their replicas report
-    (``runtime.autoscaling``): an agent's mailbox, running handlers and task backlog; a model's
-    admitted, queued and refused requests. The gateway scales on Serve's count of ongoing
+    (``runtime.serve.autoscaling``): an agent's mailbox, running handlers and task backlog; a
+    model's admitted, queued and refused requests. The gateway scales on Serve's count of ongoing
     requests."""
 
     min_replicas: int = Field(1, ge=0)

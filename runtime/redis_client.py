@@ -16,8 +16,9 @@ What the callers do to run on a cluster (both document it): every key a script o
 multi-key command touches carries the same hash tag (``{...}``), so it lives in one slot. A
 cluster has one database: a ``/<db>`` other than 0 is refused here, not ignored.
 
-The cache (:mod:`runtime.cache.backends`) and the durable queues (:mod:`runtime.queues_redis`)
-are the two modules that import ``redis``; both build their clients here.
+The cache (:mod:`runtime.cache.backends`) and the durable queues
+(:mod:`runtime.queues.redis_streams`) are the two modules that import ``redis``; both build their
+clients here.
 """
 
 from __future__ import annotations

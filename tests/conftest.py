@@ -43,7 +43,7 @@ def ray_session():
     tests/integration/ray."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        # The ingress ``serve run serve_app:app`` picks by default (runtime.serving), so the
+        # The ingress ``serve run serve_app:app`` picks by default (runtime.serve.options), so the
         # Serve tests cross what users' requests cross.
         os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")
         path = os.pathsep.join(

@@ -4,7 +4,7 @@ LRU when no Redis is configured (the embedded default).
 This package is storage-agnostic of HTTP: the gateway hands it opaque bytes (a finished answer)
 and the inputs of the key; it never parses a response. Its modules: :mod:`.keys` (key and
 policy, pure), :mod:`.breaker`, :mod:`.backends` (the LRU and Redis: besides
-:mod:`runtime.queues_redis`, the only module that imports ``redis``) and :mod:`.core`
+:mod:`runtime.queues.redis_streams`, the only module that imports ``redis``) and :mod:`.core`
 (``ResponseCache``, single flight). No Redis exception leaves the package: a cache that fails
 is a cache that misses.
 

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 from ray.serve.deployment import Application
 
-from runtime.cluster import AppSpec
+from runtime.cluster.client import AppSpec
 from runtime.config import RaygentConfig, import_agent
+from runtime.core.local import settings_for
 from runtime.errors import ConfigError
 from runtime.gateway.service import gateway_deployment
-from runtime.local import settings_for
 from runtime.models import model_deployments
-from runtime.serve_agents import agent_deployment, queue_deployment, registry
-from runtime.serving import prepare_ray_env
+from runtime.serve.agents import agent_deployment, queue_deployment, registry
+from runtime.serve.options import prepare_ray_env
 
 __all__ = ["build_app"]
 

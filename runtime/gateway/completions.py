@@ -38,8 +38,9 @@ from agents.model import ChatRequest, ModelReply, SamplingParams, Usage
 from agents.runtime_api import Priority as AgentPriority
 from agents.tracing import TraceContext
 from runtime.cache import CacheDecision, ResponseCache, cache_key, cache_scope
-from runtime.cluster import ClusterClient
+from runtime.cluster.client import ClusterClient
 from runtime.config import RaygentConfig
+from runtime.core.streaming import decoded
 from runtime.errors import ConfigError
 from runtime.gateway.agent_streams import ChatFold, reply_text, run_handoffs
 from runtime.gateway.edge import ANONYMOUS
@@ -48,7 +49,6 @@ from runtime.gateway.openai_format import Completed, Kind, StreamFormat, done_ev
 from runtime.gateway.openai_format import render as render_json
 from runtime.gateway.schema import ChatCompletionRequest, CompletionRequest
 from runtime.gateway.variants import VARIANT_HEADER, WEIGHTS_KEY, Arm, VariantRouter
-from runtime.metrics import Metrics, ShadowOutcome
 from runtime.models import (
     ModelDelta,
     ModelServerClient,
@@ -57,8 +57,8 @@ from runtime.models import (
     join_tool_calls,
     pieces_of,
 )
-from runtime.streaming import decoded
-from runtime.telemetry import Telemetry, genai_attributes
+from runtime.observability.metrics import Metrics, ShadowOutcome
+from runtime.observability.telemetry import Telemetry, genai_attributes
 
 __all__ = ["AGENT_PREFIX", "CACHE_HEADER", "Completions", "Target", "agent_priority"]
 

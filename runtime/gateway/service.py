@@ -15,8 +15,8 @@ Routes (OpenAI-compatible where OpenAI has an equivalent):
 ``GET  /openapi.json``, ``/docs``           the OpenAPI document
 ==========================================  ===================================================
 
-Each replica holds a :class:`~runtime.cluster.ClusterClient` (what agents' ``ctx`` is), so the
-gateway reaches agents exactly as agents reach each other: a send through the agent
+Each replica holds a :class:`~runtime.cluster.client.ClusterClient` (what agents' ``ctx`` is), so
+the gateway reaches agents exactly as agents reach each other: a send through the agent
 deployment's Serve handle, tasks on the shared queue, the shared state's feed. Replicas are
 stateless apart from their in-process cache; Serve's proxy spreads requests over them.
 """
@@ -43,8 +43,11 @@ from agents import codec
 from agents.errors import AgentError, UnknownModel
 from agents.tracing import TraceContext
 from runtime.cache import ResponseCache
-from runtime.cluster import AppSpec, ClusterClient
+from runtime.cluster.client import AppSpec, ClusterClient
+from runtime.cluster.registry import ActorTaskQueue
 from runtime.config import RaygentConfig
+from runtime.core.local import encode_checked
+from runtime.core.streaming import decoded
 from runtime.errors import ConfigError
 from runtime.gateway.agent_streams import invoke_events
 from runtime.gateway.completions import Completions, agent_priority
@@ -66,8 +69,6 @@ from runtime.gateway.schema import (
     VariantWeightsRequest,
 )
 from runtime.gateway.variants import SESSION_HEADER, VARIANT_HEADER, VariantRouter
-from runtime.local import encode_checked
-from runtime.metrics import Metrics
 from runtime.models import (
     LocalModel,
     ModelAt,
@@ -78,9 +79,10 @@ from runtime.models import (
     health_options,
     warm_first_router,
 )
+from runtime.observability.metrics import Metrics
+from runtime.observability.telemetry import Telemetry
 from runtime.queues import make_task_queue
-from runtime.ray_registry import ActorTaskQueue
-from runtime.serving import (
+from runtime.serve.options import (
     GATEWAY,
     HA_PROXY_ENV,
     actor_options,
@@ -90,8 +92,6 @@ from runtime.serving import (
     scaling_options,
     serve_at_node_priority,
 )
-from runtime.streaming import decoded
-from runtime.telemetry import Telemetry
 
 __all__ = ["gateway_deployment", "hosted_models"]
 

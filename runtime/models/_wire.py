@@ -1,7 +1,7 @@
 """What a model server streams to its callers.
 
 SDK errors (:class:`~agents.errors.AgentError`) cross the Ray boundary as themselves: they pickle
-by their attributes, and :func:`runtime.ray_errors.sdk_error` unwraps Ray's
+by their attributes, and :func:`runtime.cluster.ray_errors.sdk_error` unwraps Ray's
 ``RayTaskError`` around them.
 
 Tool calls stream as :class:`ToolCallDelta` pieces, the way OpenAI streams them: a call's first

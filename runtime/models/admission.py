@@ -22,7 +22,7 @@ request, rounded up to whole seconds (what the header can say).
 
 **Priorities.** ``batch`` requests queue only while the predicted wait is within
 ``batch_queue_share`` of the bound, so under overload batch work is shed first. Among queued
-requests, freed slots go by weighted share (:class:`runtime.mailbox.WeightedShare`, the same
+requests, freed slots go by weighted share (:class:`runtime.core.mailbox.WeightedShare`, the same
 rule as an agent's mailbox): while both classes wait, interactive requests get
 ``interactive_share`` of the slots (0.7 by default), so interactive work keeps most of the
 engine and batch work is never starved; 1.0 is strict priority.
@@ -52,7 +52,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
 from agents.errors import Overloaded
-from runtime.mailbox import WeightedShare
+from runtime.core.mailbox import WeightedShare
 
 __all__ = [
     "CPU_INFLIGHT_PER_CORE",
@@ -142,7 +142,7 @@ class AdmissionGate:
 
     def demand(self) -> float:
         """Requests this engine would hold if it refused none -- what queue-depth autoscaling
-        sizes the model for (``runtime.autoscaling``): those admitted and queued now, plus
+        sizes the model for (``runtime.serve.autoscaling``): those admitted and queued now, plus
         the refused ones by Little's law, their rate over the last :data:`DRAIN_WINDOW_S`
         times how long a request holds a slot (slots over drain rate; 1 s unmeasured)."""
         refused = self._rate(self._refused_at)

@@ -3,7 +3,7 @@
 :class:`ModelServerClient` implements the SDK's model protocol (``chat``, ``complete``,
 ``stream``) by calling a :mod:`runtime.models.server` deployment through a Serve
 ``DeploymentHandle``. It is the boundary where Ray's errors become SDK errors
-(:func:`runtime.ray_errors.sdk_error`, the one translator, shared with agent calls):
+(:func:`runtime.cluster.ray_errors.sdk_error`, the one translator, shared with agent calls):
 
 =====================================================  ========================================
 Ray / Serve raises                                     the caller sees
@@ -47,8 +47,8 @@ from agents.model import (
     Usage,
 )
 from agents.tracing import TraceContext
+from runtime.cluster.ray_errors import RAY_ERRORS, raise_sdk_error
 from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
-from runtime.ray_errors import RAY_ERRORS, raise_sdk_error
 
 __all__ = ["AFFINITY", "CACHE_SALT", "ModelServerClient", "deployment_name"]
 

@@ -98,7 +98,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from agents.errors import AgentError, InvalidParameter, ModelError
 from agents.model import ModelReply, Prompt, SamplingParams
 from agents.tracing import TraceContext
-from runtime.autoscaling import LOAD
+from runtime.cluster.ray_errors import raise_sdk_error
 from runtime.config import LimitsConfig, ModelConfig, RaygentConfig, TelemetryConfig
 from runtime.errors import ConfigError
 from runtime.models._params import check_params
@@ -107,8 +107,9 @@ from runtime.models.admission import AdmissionGate, Priority, default_max_inflig
 from runtime.models.client import CACHE_SALT, deployment_name
 from runtime.models.router import WarmFirstRequestRouter
 from runtime.models.routes import ModelAt, resolve_model
-from runtime.ray_errors import raise_sdk_error
-from runtime.serving import (
+from runtime.observability.telemetry import Telemetry, genai_attributes, genai_span_name
+from runtime.serve.autoscaling import LOAD
+from runtime.serve.options import (
     GATEWAY,
     actor_options,
     engine_host_runtime_env,
@@ -118,7 +119,6 @@ from runtime.serving import (
     serve_at_node_priority,
     yield_cpu,
 )
-from runtime.telemetry import Telemetry, genai_attributes, genai_span_name
 
 if TYPE_CHECKING:
     from runtime.models.engine import ModelEngine
@@ -384,7 +384,7 @@ class ModelHost:
 
     def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's custom-metrics hook: the engine's demand, for the queue-depth policy
-        (``runtime.autoscaling``; refused requests count, as they would have run)."""
+        (``runtime.serve.autoscaling``; refused requests count, as they would have run)."""
         return {LOAD: self._gate.demand()}
 
     def stats(self) -> dict[str, Any]:

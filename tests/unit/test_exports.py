@@ -68,7 +68,7 @@ def test_runtime_exports_ray_runtime_lazily():
         "assert 'ray' not in sys.modules, 'import runtime imported ray';"
         "assert 'RayRuntime' in dir(runtime) and 'RayRuntime' in runtime.__all__;"
         "from runtime import LocalRuntime, RayRuntime;"
-        "from runtime.ray_runtime import RayRuntime as Direct;"
+        "from runtime.cluster.ray_runtime import RayRuntime as Direct;"
         "assert RayRuntime is Direct and 'ray' in sys.modules;"
         "import runtime as again; assert again.RayRuntime is Direct"
     )

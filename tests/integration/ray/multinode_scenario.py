@@ -21,8 +21,8 @@ async def scenario(address: str) -> dict:
     from ray_test_agents import Count, Echo, Job, Listener, Note, Tap, Worker
 
     from agents import TaskState
+    from runtime.cluster.ray_runtime import RayRuntime
     from runtime.config import AgentConfig, RaygentConfig
-    from runtime.ray_runtime import RayRuntime
 
     def on(node: str, cls: type) -> AgentConfig:
         return AgentConfig(

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 async def test_one_write_answers_every_waiting_feed(ray_session):
     import ray
 
-    from runtime.ray_registry import Registry
+    from runtime.cluster.registry import Registry
 
     registry = ray.remote(Registry).options(num_cpus=0, max_concurrency=1000).remote()
     try:

@@ -24,7 +24,7 @@ def until(predicate):
 async def test_worker_killed_mid_task_is_redelivered_and_completed_once(ray_session):
     import redis
 
-    from runtime.ray_runtime import RayRuntime
+    from runtime.cluster.ray_runtime import RayRuntime
 
     base = os.environ.get("REDIS_URL")
     if not base:

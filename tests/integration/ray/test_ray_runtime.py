@@ -48,7 +48,7 @@ CONFIG = RaygentConfig(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def rt(ray_session):
-    from runtime.ray_runtime import RayRuntime
+    from runtime.cluster.ray_runtime import RayRuntime
 
     runtime = RayRuntime([Echo, Listener, Worker], CONFIG)
     await runtime.start()

@@ -13,8 +13,8 @@ from ray_test_agents import STOP_MARKS, Ping, Stopper
 from agents import codec
 from runtime.config import AgentConfig, RaygentConfig
 from runtime.gateway.app import app_spec
-from runtime.serve_agents import agent_deployment, queue_deployment, registry
-from runtime.serving import agent_deployment_name
+from runtime.serve.agents import agent_deployment, queue_deployment, registry
+from runtime.serve.options import agent_deployment_name
 from tests import polling
 
 pytestmark = [pytest.mark.integration]

@@ -1,7 +1,7 @@
 """Queue-depth autoscaling and the interactive/batch share of an agent, on real Serve.
 
 The ``crawler`` agent (``ray_test_agents.Crawler``) runs one turn at a time and autoscales
-between 1 and 2 replicas on its depth (``runtime.autoscaling``: upscale at once, downscale
+between 1 and 2 replicas on its depth (``runtime.serve.autoscaling``: upscale at once, downscale
 after 4 s, a 2 s window).
 """
 
@@ -13,9 +13,9 @@ import time
 import httpx
 import pytest
 
-from runtime.autoscaling import BACKLOG, LOAD
 from runtime.models.client import deployment_name
-from runtime.serving import agent_deployment_name
+from runtime.serve.autoscaling import BACKLOG, LOAD
+from runtime.serve.options import agent_deployment_name
 
 from .conftest import APP, AUTO, PAIR
 

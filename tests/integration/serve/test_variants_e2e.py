@@ -111,7 +111,7 @@ def _tasks(pid: int) -> list[str]:
 
 def _family(pid: int) -> list[int]:
     """``pid`` and its descendants."""
-    from runtime.serving import _tree
+    from runtime.serve.options import _tree
 
     return _tree(pid)
 

@@ -28,15 +28,15 @@ from fastapi.testclient import TestClient
 from agents import Agent, codec
 from agents.model import ModelReply, Usage
 from runtime.cache import ResponseCache
-from runtime.cluster import ClusterClient
+from runtime.cluster.client import ClusterClient
 from runtime.config import RaygentConfig, load_config
 from runtime.gateway import service
 from runtime.gateway.app import app_spec
 from runtime.gateway.completions import Completions
-from runtime.metrics import Metrics
 from runtime.models import ModelDelta, ModelServerClient
+from runtime.observability.metrics import Metrics
+from runtime.observability.telemetry import Telemetry
 from runtime.queues import InProcessTaskQueue
-from runtime.telemetry import Telemetry
 
 API_KEY = "sk-unit-test"
 MAX_BODY_BYTES = 16 * 1024
