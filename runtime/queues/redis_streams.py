@@ -4,8 +4,8 @@ At-least-once: a task is acked only after its handler returned; a worker that di
 claimed stops renewing its claim, and another worker reclaims the task after
 ``visibility_timeout_s``; ``max_attempts`` runs that all failed (or never acked) make it ``DEAD``
 with a dead-letter entry. The semantics are those of :mod:`runtime.queues`; this module is the
-only one that imports ``redis``, and every Redis error leaves it as
-:class:`~agents.errors.QueueUnavailable`.
+only one of them that imports ``redis`` (its client comes from :mod:`runtime.redis_client`), and
+every Redis error leaves it as :class:`~agents.errors.QueueUnavailable`.
 
 Key layout (``P`` is the key prefix, default ``raygent``; ``t`` is the queue's tag, 8 hex
 digits of a hash of its name; :func:`stream_key`, :func:`dlq_key`, :func:`task_key`)::

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from bench.harness.servers import free_port
+from tests.servekit import shutdown_serve
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,7 +47,7 @@ def serve_client(ray_session):
     try:
         yield serve.context._get_global_client(), f"http://127.0.0.1:{port}"
     finally:
-        serve.shutdown()
+        shutdown_serve()
 
 
 def deploy(client, config_path: str, weights: dict) -> None:

@@ -12,6 +12,8 @@ from importlib.util import find_spec
 
 import pytest
 
+from tests.servekit import shutdown_serve
+
 # Without vLLM (the `cpu` or `gpu` extra) there is nothing to test here; vLLM itself is only
 # imported inside the model replicas, never in the test process.
 collect_ignore_glob = [] if find_spec("vllm") and find_spec("ray") else ["test_*.py"]
@@ -45,16 +47,7 @@ def serve_instance(ray_session):
     serve.start(proxy_location="Disabled")
     yield serve
     if started_here:
-        serve.shutdown()
-        # The controller may outlive shutdown() by a moment; a serve.start() in a later module
-        # would then attach to it (and its proxy settings) instead of starting afresh.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
-            except ValueError:
-                break
-            time.sleep(0.2)
+        shutdown_serve()
     # Nothing leaks: every engine process the tests saw has exited with its replica.
     deadline = time.monotonic() + 60
     while any(alive(p) for p in ENGINE_PIDS) and time.monotonic() < deadline:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servekit import shutdown_serve
+
 collect_ignore_glob = (
     [] if find_spec("vllm") and find_spec("ray") and shutil.which("redis-server") else ["test_*"]
 )
@@ -253,7 +255,7 @@ def gateway_url(ray_session, app_config):
             raise RuntimeError(f"the application did not become ready: {body}")
         yield url
     finally:
-        serve.shutdown()
+        shutdown_serve()
 
 
 @pytest.fixture
