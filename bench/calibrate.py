@@ -113,13 +113,17 @@ def server_ttft(base_url: str) -> tuple[float, float]:
     """(sum in s, count) of vLLM's server-side TTFT histogram: a run's delta is its own."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = urllib.request.urlopen(base_url + "/metrics", timeout=10).read().decode()
     total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("vllm:time_to_first_token_seconds_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("vllm:time_to_first_token_seconds_count"):
-            count += float(line.rsplit(" ", 1)[1])
+    name = "vllm:time_to_first_token_seconds"
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:  # one series per model and engine: add them up
+            if sample.name == name + "_sum":
+                total += sample.value
+            elif sample.name == name + "_count":
+                count += sample.value
     return total, count
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import sys
 import threading
 
 import pytest
@@ -37,6 +38,15 @@ def metrics_url():
 
 
 def test_server_ttft_sums_every_series_of_the_histogram(metrics_url):
+    total, count = calibrate.server_ttft(metrics_url)
+    assert total == pytest.approx(0.12) and count == 5.0
+
+
+def test_server_ttft_reads_a_typed_histogram_as_vllm_exports_it(metrics_url, monkeypatch):
+    typed = METRICS.replace(
+        b"in seconds.\n", b"in seconds.\n# TYPE vllm:time_to_first_token_seconds histogram\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "METRICS", typed)  # what the server answers
     total, count = calibrate.server_ttft(metrics_url)
     assert total == pytest.approx(0.12) and count == 5.0
 
