@@ -57,7 +57,7 @@ from runtime.cluster.ray_errors import RAY_ERRORS, raise_sdk_error
 from runtime.cluster.registry import Member, StateUpdate, StateVersion, cancel_call
 from runtime.config import AgentConfig, RaygentConfig
 from runtime.core.local import encode_checked, put_task
-from runtime.core.loops import Loops
+from runtime.core.loops import Loops, backoff
 from runtime.core.streaming import decoded
 from runtime.queues import TaskQueue
 
@@ -69,6 +69,9 @@ __all__ = ["AppSpec", "ClusterClient", "ClusterState", "translate"]
 log = logging.getLogger(__name__)
 
 _POLL_S = 10.0  # long-poll window of the membership and state feeds
+# A feed call that failed (the registry restarting) is retried after 0.1 s, doubling to 2 s,
+# jittered so that every replica's feeds do not hit the new registry in one burst.
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.1, 2.0
 
 
 @dataclass(frozen=True)
@@ -251,15 +254,19 @@ class ClusterClient:
         return sum(len(v) for v in self._members.by_agent.values())
 
     async def _follow_members(self) -> None:
+        delays = None  # jittered backoff while the registry fails; None once it answers
         while True:
             try:
                 epoch, version, full, changes = await self._registry.members_since.remote(
                     self._members.version, _POLL_S, self._members.epoch
                 )
             except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
-                log.warning("membership feed failed: %s", exc)
-                await asyncio.sleep(1.0)
+                delays = delays or backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
+                delay = next(delays)
+                log.warning("membership feed failed: %s; retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
                 continue
+            delays = None
             if self._members.epoch and epoch != self._members.epoch:
                 log.warning("the registry restarted (epoch %s): following its membership", epoch)
             by_slot = {} if full else self._members.by_slot
@@ -296,15 +303,19 @@ class ClusterClient:
             self._bus.attach(rid, m.ring)
 
     async def _follow_state(self) -> None:
+        delays = None
         while True:
             try:
                 epoch, seq, changes = await self._registry.state_since.remote(
                     self._state_seq, _POLL_S, self._state_epoch
                 )
             except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
-                log.warning("state feed failed: %s", exc)
-                await asyncio.sleep(1.0)
+                delays = delays or backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
+                delay = next(delays)
+                log.warning("state feed failed: %s; retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
                 continue
+            delays = None
             restarted = bool(self._state_epoch) and epoch != self._state_epoch
             self._state_epoch, self._state_seq = epoch, seq
             for u in changes:

@@ -122,6 +122,7 @@ from agents.errors import QueueUnavailable, RuntimeClosed, TaskNotFound
 from agents.runtime_api import TaskInfo, TaskState
 from agents.tracing import TraceContext
 from runtime.config import QueuesConfig
+from runtime.core.loops import backoff
 from runtime.queues.base import QueueFull, TaskQueue, TaskRecord
 from runtime.redis_client import connect, ready
 
@@ -492,7 +493,7 @@ class RedisStreamsTaskQueue(TaskQueue):
         name = f"{consumer or 'worker'}@{self._instance}"
         self._consumers.add((queue, name))
         stream = self._stream(queue)
-        backoff = 0.0
+        delays = None  # jittered backoff while Redis fails; None once it answers
         while True:
             try:
                 rec = await self._claim_once(queue, stream, name)
@@ -501,13 +502,14 @@ class RedisStreamsTaskQueue(TaskQueue):
             except QueueUnavailable as exc:
                 if not exc.retryable:
                     raise
-                backoff = min(_CLAIM_BACKOFF_MAX_S, max(0.05, backoff * 2))
-                log.warning("claim on %r: %s; retrying in %.2fs", queue, exc, backoff)
-                await asyncio.sleep(backoff)
+                delays = delays or backoff(0.05, _CLAIM_BACKOFF_MAX_S)
+                delay = next(delays)
+                log.warning("claim on %r: %s; retrying in %.2fs", queue, exc, delay)
+                await asyncio.sleep(delay)
                 continue
-            if backoff:
+            if delays is not None:
                 log.info("claim on %r: Redis answers again", queue)
-                backoff = 0.0
+                delays = None
 
     async def _claim_once(self, queue: str, stream: str, consumer: str) -> TaskRecord | None:
         token = secrets.token_hex(8)
@@ -876,7 +878,7 @@ async def _listen(ref: weakref.ref[RedisStreamsTaskQueue], client: Any, channel:
     second without waiters; reconnects with backoff while somebody waits."""
     loop = asyncio.get_running_loop()
     wanted = loop.time()
-    backoff = 0.1
+    delays = backoff(0.1, 2.0)
     while True:
         pubsub = client.pubsub()
         try:
@@ -886,7 +888,7 @@ async def _listen(ref: weakref.ref[RedisStreamsTaskQueue], client: Any, channel:
             q._listening.set()
             q._wake_all()  # whatever finished while we were not listening is seen now
             del q
-            backoff = 0.1
+            delays = backoff(0.1, 2.0)
             while True:
                 msg = await _honouring_cancel(
                     pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -909,8 +911,8 @@ async def _listen(ref: weakref.ref[RedisStreamsTaskQueue], client: Any, channel:
                 q._stop_listening()
                 return
             del q
-            log.warning("task queue listener: %s; reconnecting in %.1fs", exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            delay = next(delays)
+            log.warning("task queue listener: %s; reconnecting in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
         finally:
             await pubsub.aclose()
