@@ -50,7 +50,8 @@ from runtime.core.local import encode_checked
 from runtime.core.streaming import decoded
 from runtime.errors import ConfigError
 from runtime.gateway.agent_streams import invoke_events
-from runtime.gateway.completions import Completions, agent_priority
+from runtime.gateway.calls import agent_priority
+from runtime.gateway.completions import Completions
 from runtime.gateway.edge import Edge
 from runtime.gateway.errors import (
     ApiError,
@@ -449,7 +450,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
         async def list_models(self) -> dict[str, Any]:
             data = [
                 {"id": name, "object": "model", "created": self._created, "owned_by": "raygent"}
-                for name in self._completions.names
+                for name in self._completions.targets.names
             ]
             return {"object": "list", "data": data}
 
@@ -468,37 +469,16 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             return await self._answer(body, request, "/v1/completions")
 
         async def _answer(self, body: Any, request: Request, route: str) -> Any:
-            started = time.monotonic()
-            status = 500
-            variant = ""
-            try:
-                with self._metrics.in_flight():
-                    response = await self._completions.answer(
-                        body,
-                        tenant=request.state.tenant,
-                        cache_control=request.headers.get("cache-control"),
-                        trace=_trace(request),
-                        route=route,
-                        priority=_priority(request),
-                        session=request.headers.get(SESSION_HEADER),
-                        variant=request.headers.get(VARIANT_HEADER),
-                    )
-                status = response.status_code
-                variant = response.headers.get(VARIANT_HEADER, "")
-                return response
-            except ApiError as exc:
-                status = exc.status
-                variant = exc.headers.get(VARIANT_HEADER, "")
-                raise
-            except AgentError as exc:
-                status = from_agent_error(exc).status
-                raise
-            finally:
-                # Label values must be bounded: an unknown model is not a new time series.
-                target = body.model if body.model in self._completions.names else "unknown"
-                self._metrics.observe_request(
-                    route, target, str(status), time.monotonic() - started, variant
-                )
+            return await self._completions.answer(
+                body,
+                tenant=request.state.tenant,
+                cache_control=request.headers.get("cache-control"),
+                trace=_trace(request),
+                route=route,
+                priority=_priority(request),
+                session=request.headers.get(SESSION_HEADER),
+                variant=request.headers.get(VARIANT_HEADER),
+            )
 
         # -- variant weights (admin key only: see Edge) -----------------------------------------
 
@@ -510,12 +490,12 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             unknown = sorted(set(user_config) - {"variant_weights"})
             if unknown:
                 raise ConfigError(f"user_config: unknown keys {unknown}; known: variant_weights")
-            self._completions.set_serve_weights(user_config.get("variant_weights") or {})
+            self._completions.targets.set_serve_weights(user_config.get("variant_weights") or {})
 
         @http.get("/admin/variants")
         async def list_variants(self) -> dict[str, Any]:
             """Every name with variants: its arms, their current and configured weights."""
-            names = self._completions.variants
+            names = self._completions.targets.variants
             return {"object": "list", "data": [self._variant_entry(n) for n in names]}
 
         @http.put("/admin/variants/{name}")
@@ -524,31 +504,31 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             replica without a redeploy, until cleared or the application is redeployed."""
             router = self._variant_router(name)
             weights = router.weights(router.check_weights(body.weights))
-            await self._completions.set_weights(name, weights)
+            await self._completions.targets.set_weights(name, weights)
             return self._variant_entry(name)
 
         @http.delete("/admin/variants/{name}")
         async def clear_variant_weights(self, name: str) -> Any:
             """Back to the configured weights."""
             self._variant_router(name)
-            await self._completions.set_weights(name, None)
+            await self._completions.targets.set_weights(name, None)
             return self._variant_entry(name)
 
         def _variant_router(self, name: str) -> VariantRouter:
-            router = self._completions.variants.get(name)
+            router = self._completions.targets.variants.get(name)
             if router is None:
                 raise ApiError(
                     404,
                     f"{name!r} has no variants; names with variants: "
-                    f"{sorted(self._completions.variants)}",
+                    f"{sorted(self._completions.targets.variants)}",
                     param="name",
                     code="variants_not_found",
                 )
             return router
 
         def _variant_entry(self, name: str) -> dict[str, Any]:
-            router = self._completions.variants[name]
-            set_ = self._completions.weights_set(name)
+            router = self._completions.targets.variants[name]
+            set_ = self._completions.targets.weights_set(name)
             current = router.weights(set_)
             arms = {
                 n: {
@@ -559,7 +539,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 }
                 for n, a in router.arms.items()
             }
-            source = self._completions.weights_source(name)
+            source = self._completions.targets.weights_source(name)
             return {"name": name, "sticky": router.sticky, "weights_from": source, "arms": arms}
 
         # -- agents and tasks ------------------------------------------------------------------
@@ -609,7 +589,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 agent_priority(_priority(request)),
                 accepts_handoff=True,
             )
-            items = self._completions.run_handoffs(
+            items = self._completions.backends.run_handoffs(
                 decoded(batches, name, type(msg).__name__, timeout)
             )
             try:

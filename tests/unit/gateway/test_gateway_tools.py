@@ -12,7 +12,7 @@ import pytest
 from agents.model import ModelReply, SamplingParams, ToolCall, Usage
 from runtime.cache import cache_key
 from runtime.gateway.agent_streams import ChatFold
-from runtime.gateway.completions import _Accumulator
+from runtime.gateway.calls import Accumulator
 from runtime.gateway.openai_format import Completed, StreamFormat, render
 from runtime.gateway.schema import ChatCompletionRequest
 from runtime.models import ModelDelta, ToolCallDelta
@@ -176,7 +176,7 @@ def test_answers_with_calls_are_cacheable():
 
 
 def test_a_live_stream_collects_into_the_same_answer_as_a_whole_one():
-    acc = _Accumulator("chat", "default")
+    acc = Accumulator("chat", "default")
     for d in (
         ModelDelta("", tool_calls=(ToolCallDelta(0, "call-1", "set_light", "{"),)),
         ModelDelta("", tool_calls=(ToolCallDelta(0, arguments="}"),)),

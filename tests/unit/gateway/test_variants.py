@@ -232,19 +232,19 @@ def test_each_variant_has_its_own_cache_entries(client, auth):
 
 def test_a_prompt_variant_sends_its_system_prompt_first(client, auth, monkeypatch):
     sent: list[Any] = []
-    real = completions_module._with_system_prompt
+    real = completions_module.with_system_prompt
 
     def spy(prompt: Any, system: str) -> Any:
         sent.append(real(prompt, system))
         return sent[-1]
 
-    monkeypatch.setattr(completions_module, "_with_system_prompt", spy)
+    monkeypatch.setattr(completions_module, "with_system_prompt", spy)
     r = chat(client, auth, model="default", headers={VARIANT_HEADER: "terse"})
     assert r.status_code == 200 and r.json()["variant"] == "terse"
     assert sent == [[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}]]
     plain = chat(client, auth, model="default", user="anyone")  # weight 0: never assigned
     assert plain.json()["variant"] == "plain" and len(sent) == 1
-    assert completions_module._with_system_prompt("Go.", "Be terse.") == "Be terse.\n\nGo."
+    assert completions_module.with_system_prompt("Go.", "Be terse.") == "Be terse.\n\nGo."
 
 
 def test_metrics_and_the_model_list_carry_the_variants(client, auth):
