@@ -62,6 +62,11 @@ class Heard:
 
 
 @dataclass
+class Where:
+    """Listener answers where it runs: its Ray node and its process."""
+
+
+@dataclass
 class Job:
     n: int
     data: str = ""
@@ -150,6 +155,12 @@ class Listener(Agent):
         """Streams echo's count on, times ten: a stream that calls a stream."""
         async for i in ctx.stream("echo", msg):
             yield i * 10
+
+    @handler
+    async def whereabouts(self, msg: Where, ctx: Context) -> dict:
+        import ray
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     @handler
     async def where(self, msg: str, ctx: Context) -> dict:
