@@ -76,6 +76,14 @@ class _CachePlan:
     salt: str | None  # vLLM's prefix-cache scope: the same as the response cache's
 
 
+@dataclass
+class _Outcome:
+    """Step 6: what the request's metrics record of how it ended (500 until known)."""
+
+    status: int = 500
+    variant: str = ""
+
+
 class Completions:
     """The completion routes' pipeline, shared by every gateway replica.
 
@@ -132,48 +140,18 @@ class Completions:
         when its target is at capacity (a model's admission queue, an agent's mailbox);
         ``session`` (the session header) and ``variant`` (the override header) choose the arm
         of a name with variants."""
-        started = time.monotonic()
-        status, arm = 500, ""
-        try:
-            with self._metrics.in_flight():
-                response = await self._answer(
-                    req, tenant, cache_control, trace, route, priority, session, variant
-                )
-            status, arm = response.status_code, response.headers.get(VARIANT_HEADER, "")
-            return response
-        except ApiError as exc:
-            status, arm = exc.status, exc.headers.get(VARIANT_HEADER, "")
-            raise
-        except AgentError as exc:
-            status = from_agent_error(exc).status
-            raise
-        finally:  # 6. record
-            # Label values must be bounded: an unknown model is not a new time series.
-            name = req.model if req.model in self.targets.names else "unknown"
-            self._metrics.observe_request(route, name, str(status), time.monotonic() - started, arm)
-
-    async def _answer(
-        self,
-        req: ChatCompletionRequest | CompletionRequest,
-        tenant: str,
-        cache_control: str | None,
-        trace: TraceContext | None,
-        route: str,
-        priority: Priority,
-        session: str | None,
-        variant: str | None,
-    ) -> Response:
-        target = self.targets.route(  # 1. route
-            req.model, tenant=tenant, user=req.user, session=session, variant=variant
-        )
-        ask = self._ask(req, target)  # 2. ask
-        plan = self._plan(target, ask, tenant, cache_control)  # 3. cache
-        # gateway -> cache -> target: one span each, the target's call a child of the cache's
-        with self._telemetry.span(f"POST {route}", trace, kind="server") as root:
-            root.attributes.update({"http.route": route, "raygent.target": target.name})
-            if target.variant is not None:
-                root.attributes["raygent.variant"] = target.variant
-            with self._telemetry.span("raygent.cache", root.context) as cache_span:
+        with self._recorded(route, req.model) as outcome:  # 6. record, however it ends
+            target = self.targets.route(  # 1. route
+                req.model, tenant=tenant, user=req.user, session=session, variant=variant
+            )
+            ask = self._ask(req, target)  # 2. ask
+            plan = self._plan(target, ask, tenant, cache_control)  # 3. cache
+            # gateway -> cache -> target: one span each, the target's call a child of the cache's
+            with (
+                self._telemetry.span(f"POST {route}", trace, kind="server") as root,
+                self._telemetry.span("raygent.cache", root.context) as cache_span,
+            ):
+                root.attributes.update({"http.route": route, "raygent.target": target.name})
                 call = TargetCall(  # 4. call ...
                     self.backends,
                     target,
@@ -187,6 +165,7 @@ class Completions:
                 )
                 router = self.targets.variants.get(target.name)
                 if router is not None:
+                    root.attributes["raygent.variant"] = target.variant
                     call.on_answer = self._shadows.copier(
                         router, ask.kind, ask.client_prompt, ask.sp, plan.salt, cache_span.context
                     )
@@ -195,13 +174,37 @@ class Completions:
                         response = await self._stream(call, plan, req.include_usage)
                     else:
                         response = await self._plain(call, plan)
-                cached = response.headers.get(CACHE_HEADER, "")
                 if target.variant is not None:
                     response.headers[VARIANT_HEADER] = target.variant
+                cached = response.headers.get(CACHE_HEADER, "")
                 cache_span.attributes.update(
                     {"raygent.cache.status": cached, "raygent.cache.shared": plan.shared}
                 )
+            outcome.status = response.status_code
+            outcome.variant = target.variant or ""
             return response
+
+    @contextlib.contextmanager
+    def _recorded(self, route: str, model: str) -> Iterator[_Outcome]:
+        """Step 6: the request counted in flight while it runs, then its metrics -- status,
+        target, variant, time -- however it ended (an error before the first byte included)."""
+        started = time.monotonic()
+        outcome = _Outcome()
+        try:
+            with self._metrics.in_flight():
+                yield outcome
+        except ApiError as exc:
+            outcome.status, outcome.variant = exc.status, exc.headers.get(VARIANT_HEADER, "")
+            raise
+        except AgentError as exc:
+            outcome.status = from_agent_error(exc).status
+            raise
+        finally:
+            # Label values must be bounded: an unknown model is not a new time series.
+            name = model if model in self.targets.names else "unknown"
+            self._metrics.observe_request(
+                route, name, str(outcome.status), time.monotonic() - started, outcome.variant
+            )
 
     def _ask(self, req: ChatCompletionRequest | CompletionRequest, target: Target) -> _Ask:
         """Step 2: the sampling parameters within the limits (400 naming the field), the
