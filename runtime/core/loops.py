@@ -9,6 +9,12 @@ while the replica still looks healthy. :class:`Loops` is their one owner:
 * it logs the error with the loop's name and starts the loop again after a jittered,
   exponential backoff (:func:`backoff`): a loop that fails at once every time does not spin;
 * a loop that ran for a while before it failed starts over from the short delay;
+* a loop that ends on a ``CancelledError`` that was not sent to its owner is restarted too.
+  Each run is a task of its own, under the watch's: a cancel that library code sends to the task
+  it runs in (the run's), or re-raises on its own (the task queue re-raises a cancel that
+  redis-py's ``wait_for`` swallowed, and has once seen one mid-failover of a Redis Cluster that
+  no caller sent), ends the run, not the watch; only ``close()``, or a cancel of the watch itself
+  (the event loop shutting down), ends the loop;
 * a loop that returns is finished, and is not started again;
 * ``close()`` cancels every loop and waits until each has ended.
 
@@ -53,6 +59,7 @@ class Loops:
         self._first_s = first_backoff_s
         self._max_s = max_backoff_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
         self.restarts: collections.Counter[str] = collections.Counter()
 
     def start(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -68,24 +75,48 @@ class Loops:
 
     async def close(self) -> None:
         """Cancel every loop and wait for them to end. Safe to call twice."""
+        self._closing = True
         for t in self._tasks.values():
             t.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     async def _watch(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
+        watch = asyncio.current_task()
         delays = backoff(self._first_s, self._max_s)
         while True:
             started = loop.time()
+            attempt = asyncio.ensure_future(run())
             try:
-                await run()
+                await attempt
                 return
-            except Exception:  # CancelledError (close) is a BaseException: it ends the watch
-                if loop.time() - started >= self._max_s:
-                    delays = backoff(self._first_s, self._max_s)
-                wait = next(delays)
-                self.restarts[name] += 1
-                log.exception(
-                    "%s: background loop %r died; restarting it in %.2f s", self._owner, name, wait
-                )
+            except asyncio.CancelledError:
+                # The watch's own cancel (close(), the event loop's shutdown) cancels the run it
+                # awaits, and counts on the watch; a cancel that reached only the run does not.
+                if self._closing or _cancel_requested(watch):
+                    attempt.cancel()
+                    raise
+                error: BaseException | None = None
+                why = "ended on a CancelledError its owner did not send"
+            except Exception as exc:
+                error, why = exc, "died"
+            if loop.time() - started >= self._max_s:
+                delays = backoff(self._first_s, self._max_s)
+            wait = next(delays)
+            self.restarts[name] += 1
+            log.error(
+                "%s: background loop %r %s; restarting it in %.2f s",
+                self._owner,
+                name,
+                why,
+                wait,
+                exc_info=error,
+            )
             await asyncio.sleep(wait)
+
+
+def _cancel_requested(task: asyncio.Task[None] | None) -> bool:
+    """Whether ``task`` itself was asked to cancel (Python 3.11's ``Task.cancelling()``);
+    without that count (3.10), every cancel is taken as the owner's, as before."""
+    counter = getattr(task, "cancelling", None)
+    return counter is None or counter() > 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 
@@ -20,6 +21,7 @@ from agents.errors import QueueUnavailable
 from agents.tracing import TraceContext
 from runtime.cache import CacheDecision, ResponseCache, cache_key, lock_key, value_key
 from runtime.config import QueuesConfig
+from runtime.core.loops import Loops
 from runtime.queues.redis_streams import RedisStreamsTaskQueue, dlq_key, stream_key, task_key
 from tests.polling import until
 from tests.rediscluster import LocalCluster, SlotMove
@@ -80,34 +82,27 @@ async def work(q: RedisStreamsTaskQueue, name: str, done: set[str]) -> None:
     """A worker on every queue: claim, answer the payload doubled, ack (retrying the ack through
     a failover; a claim lost meanwhile is taken over by another worker). Cancel to stop.
 
-    Known defect, worked around here: while a master fails over, a claim or an ack now and then
-    raises ``CancelledError`` that nobody asked for -- the queue's check for a cancel redis-py
-    swallowed (``Task.cancelling()`` rose during the call) misreads the cluster client's
-    reconnects. A worker loop that takes it for a shutdown stops; these loops go on unless the
-    test is stopping them, so that the test checks what it is about: nothing accepted is lost."""
-    stopping = False
+    Each queue's loop is owned by :class:`Loops`, as an agent's claimers are
+    (``runtime.core.executor``): while a master fails over, a claim or an ack has now and then
+    raised a ``CancelledError`` no caller sent (the queue re-raises a cancel it believes redis-py
+    swallowed, from ``Task.cancelling()``), and a loop that ended on it as on a shutdown would
+    leave its queue unworked; ``Loops`` starts such a loop again."""
+    loops = Loops(f"test worker {name}", first_backoff_s=0.05, max_backoff_s=0.5)
 
     async def serve(queue_name: str) -> None:
         while True:
-            try:
-                rec = await q.claim(queue_name, name)
-                result = codec.encode(2 * codec.decode(rec.payload))
-                with contextlib.suppress(QueueUnavailable):
-                    await retrying(q.ack, rec, result)
-            except asyncio.CancelledError:
-                if stopping:
-                    raise
-                continue
+            rec = await q.claim(queue_name, name)
+            result = codec.encode(2 * codec.decode(rec.payload))
+            with contextlib.suppress(QueueUnavailable):
+                await retrying(q.ack, rec, result)
             done.add(rec.id)
 
-    loops = [asyncio.create_task(serve(n)) for n in QUEUES]
-    try:  # shielded: a cancel of this worker reaches the loops only once ``stopping`` is set
-        await asyncio.shield(asyncio.gather(*loops))
+    for n in QUEUES:
+        loops.start(n, functools.partial(serve, n))
+    try:
+        await asyncio.Event().wait()
     finally:
-        stopping = True
-        for t in loops:
-            t.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        await loops.close()
 
 
 # -- keys and spread -----------------------------------------------------------------------------

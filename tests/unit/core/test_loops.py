@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -74,6 +75,54 @@ async def test_a_loop_that_returns_is_done_and_close_waits_for_the_others():
     await loops.close()
     assert finished == ["once", "forever"] and loops.restarts == {}
     await loops.close()  # twice is fine
+
+
+async def test_a_loop_cancelled_by_nobody_that_owns_it_is_started_again(caplog):
+    """Library code in a run may cancel the task it runs in, or re-raise a cancel it thinks it
+    swallowed (the Redis task queue does, and once saw one mid-failover that no caller sent):
+    the loop must not end as if its owner had closed it."""
+    loops = Loops("unit owner", first_backoff_s=0.01, max_backoff_s=0.05)
+    runs = 0
+
+    async def claimer() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            asyncio.current_task().cancel()  # what a library could do to "its" task
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.ERROR, logger="runtime.core.loops"):
+        loops.start("claim", claimer)
+        await until(lambda: runs == 2)
+    assert loops.restarts["claim"] == 1 and loops.running() == ["claim"]
+    assert any("did not send" in r.getMessage() for r in caplog.records)
+    await loops.close()
+    assert loops.running() == [] and runs == 2  # close() ends it for good
+
+
+def test_the_event_loops_shutdown_still_ends_every_loop():
+    """``asyncio.run`` cancels the tasks left when its main coroutine returns: a cancel of the
+    watch itself, which must end the loop (not restart it and hang the shutdown)."""
+    ended: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.append("forever")
+
+    async def main() -> Loops:
+        loops = Loops("unit owner", first_backoff_s=0.01)
+        loops.start("forever", forever)
+        await asyncio.sleep(0.01)
+        return loops  # never closed: the shutdown cancels it
+
+    done: list[Loops] = []
+    shutdown = threading.Thread(target=lambda: done.append(asyncio.run(main())), daemon=True)
+    shutdown.start()
+    shutdown.join(10.0)  # only there so that a bug fails the test instead of hanging it
+    assert not shutdown.is_alive(), "the event loop's shutdown hung on a restarted loop"
+    assert ended == ["forever"] and done[0].restarts == {}
 
 
 @dataclass
