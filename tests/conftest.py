@@ -10,6 +10,15 @@ import pytest
 
 RAY_TEST_AGENTS_DIR = Path(__file__).parent / "integration" / "ray"
 
+# Behind HAProxy, Serve keeps an ingress replica that is stopping reachable for at least 30 s
+# (Ray 2.60's RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S), so that load balancers outside
+# Ray can deregister it first; every application a test deletes waited that out (each model
+# test module's apps, the end-to-end gateway: about 4 of the suite's 16 minutes). The tests have
+# no load balancer but Serve's own HAProxy, which sees a draining replica within one health
+# check (every 5 s, then 250 ms), so 6 s keeps what the drain is for. Set before any Ray starts,
+# so the session's cluster and every process a test starts inherit it.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "6")
+
 
 @pytest.fixture(autouse=True)
 async def _no_leaked_tasks():

@@ -9,12 +9,15 @@ would bind the same host and port and the second would fail. Here node B runs in
 network namespace joined to the host by a veth pair (``10.231.x.1`` host side, ``10.231.x.2``
 node B), so each node has its own address and its own port space, as two machines do:
 
-    node A (host network):  Ray head (GCS), Serve controller, its proxy, the Gateway replica
+    node A (host network):  Ray head (GCS), its HAProxy, the Gateway replica
     node B (namespace):     a worker node started with ``ray start --address`` (the recipe of
-                            deploy/ray-start.md), its proxy, the agents Listener and Words
+                            deploy/ray-start.md), its HAProxy, the agents Listener and Words
 
-A request sent to ``10.231.x.2:<port>`` can only be answered by node B's proxy; it goes on to the
-gateway on node A, which sends to the agent on node B: two node crossings per request.
+The ingress is the one ``serve run serve_app:app`` picks by default, Serve's HAProxy
+(``RAY_SERVE_ENABLE_HA_PROXY=1``, set here whatever the caller's environment says): one HAProxy
+per node forwards each request to a gateway replica's own HTTP server. A request sent to
+``10.231.x.2:<port>`` can only be taken by node B's HAProxy; it goes on to the gateway on node A,
+which sends to the agent on node B: two node crossings per request.
 """
 
 from __future__ import annotations
@@ -108,13 +111,13 @@ def scenario(ns: Namespace, address: str, port: int) -> dict:
         models={},
         agents=[on_b("ray_test_agents:Listener"), on_b("ray_test_agents:Words")],
         gateway=GatewayConfig(
-            ingress="proxy",
+            ingress="haproxy",
             replicas=1,
             resources=ResourcesConfig(num_cpus=0.1, custom={"node_a": 1}),
         ),
     )
-    # 0.0.0.0: each node's proxy listens on its own node's addresses (node B's only in its
-    # namespace); one host for every proxy is all Serve's http_options can say
+    # 0.0.0.0: each node's ingress listens on its own node's addresses (node B's only in its
+    # namespace); one host for every node is all Serve's http_options can say
     serve.start(http_options={"host": "0.0.0.0", "port": port})
     serve.run(build_app(cfg), name="multinode", route_prefix="/", blocking=False)
     b_url, a_url = f"http://{ns.ip}:{port}", f"http://{ns.host_ip}:{port}"
@@ -124,7 +127,7 @@ def scenario(ns: Namespace, address: str, port: int) -> dict:
             return httpx.get(f"{url}/readyz", timeout=5).status_code == 200
         return False
 
-    _until(lambda: ready(b_url), "node B's proxy answering /readyz")
+    _until(lambda: ready(b_url), "node B's ingress answering /readyz")
     out: dict = {}
     r = httpx.post(
         f"{b_url}/v1/agents/listener/invoke",
@@ -156,7 +159,7 @@ def scenario(ns: Namespace, address: str, port: int) -> dict:
         [a["ActorClassName"], nodes.get(a["Address"]["NodeID"], a["Address"]["NodeID"])]
         for a in actors().values()
         if a["State"] == "ALIVE"
-        and (a["ActorClassName"] == "ProxyActor" or "multinode" in a["ActorClassName"])
+        and ("Proxy" in a["ActorClassName"] or "multinode" in a["ActorClassName"])
     )
     serve.shutdown()
     return out
@@ -171,6 +174,7 @@ def main() -> None:
     sys.path[:0] = [here, root]
     path = os.pathsep.join(p for p in (here, root, os.environ.get("PYTHONPATH")) if p)
     os.environ["PYTHONPATH"] = path
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # before any Ray process starts: they inherit it
     try:
         ns_cm = namespace()
         ns = ns_cm.__enter__()

@@ -1,5 +1,5 @@
 """Two Ray nodes on one machine: the shm path within a node, the Ray path across nodes, and an
-HTTP request that enters the application on the second node's Serve proxy."""
+HTTP request that enters the application on the second node's ingress."""
 
 from __future__ import annotations
 
@@ -73,19 +73,19 @@ def test_state_reaches_every_replica_on_both_nodes(result):
 # -- HTTP in on the second node (multinode_http_scenario.py: node B in a network namespace) ----
 
 
-def test_serve_runs_a_proxy_on_each_node_and_the_replicas_where_they_are_pinned(http_result):
+def test_serve_runs_an_ingress_on_each_node_and_the_replicas_where_they_are_pinned(http_result):
     a, b = http_result["host_ip"], http_result["ns_ip"]
     placed = http_result["placed"]
-    assert ["ProxyActor", a] in placed and ["ProxyActor", b] in placed
+    assert ["HAProxyManager", a] in placed and ["HAProxyManager", b] in placed
     assert ["ServeReplica:multinode:Gateway", a] in placed
     assert ["ServeReplica:multinode:Agent-listener", b] in placed
     assert ["ServeReplica:multinode:Agent-words", b] in placed
-    assert http_result["via_a"] == 200  # node A's proxy answers too
+    assert http_result["via_a"] == 200  # node A's ingress answers too
 
 
-def test_a_request_entering_on_the_second_nodes_proxy_is_answered_across_both(http_result):
-    """Sent to node B's address, which only node B's proxy listens on: proxy (B) -> gateway
-    (A) -> agent (B) and back."""
+def test_a_request_entering_on_the_second_nodes_ingress_is_answered_across_both(http_result):
+    """Sent to node B's address, which only node B's HAProxy listens on: HAProxy (B) ->
+    gateway (A) -> agent (B) and back."""
     status, body = http_result["invoke"]
     assert status == 200 and body["agent"] == "listener"
     node_of = http_result["nodes"]
