@@ -33,7 +33,7 @@ import functools
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -254,19 +254,13 @@ class ClusterClient:
         return sum(len(v) for v in self._members.by_agent.values())
 
     async def _follow_members(self) -> None:
-        delays = None  # jittered backoff while the registry fails; None once it answers
         while True:
-            try:
-                epoch, version, full, changes = await self._registry.members_since.remote(
+            epoch, version, full, changes = await self._poll(
+                "membership",
+                lambda: self._registry.members_since.remote(
                     self._members.version, _POLL_S, self._members.epoch
-                )
-            except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
-                delays = delays or backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
-                delay = next(delays)
-                log.warning("membership feed failed: %s; retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            delays = None
+                ),
+            )
             if self._members.epoch and epoch != self._members.epoch:
                 log.warning("the registry restarted (epoch %s): following its membership", epoch)
             by_slot = {} if full else self._members.by_slot
@@ -303,19 +297,13 @@ class ClusterClient:
             self._bus.attach(rid, m.ring)
 
     async def _follow_state(self) -> None:
-        delays = None
         while True:
-            try:
-                epoch, seq, changes = await self._registry.state_since.remote(
+            epoch, seq, changes = await self._poll(
+                "state",
+                lambda: self._registry.state_since.remote(
                     self._state_seq, _POLL_S, self._state_epoch
-                )
-            except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
-                delays = delays or backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
-                delay = next(delays)
-                log.warning("state feed failed: %s; retrying in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            delays = None
+                ),
+            )
             restarted = bool(self._state_epoch) and epoch != self._state_epoch
             self._state_epoch, self._state_seq = epoch, seq
             for u in changes:
@@ -323,6 +311,19 @@ class ClusterClient:
                     self.paths["state:registry"] += 1
             if restarted or self._state_unsent:
                 await self._hand_over_state(restarted)
+
+    @staticmethod
+    async def _poll(feed: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One long poll of a registry feed, asked again after a jittered, doubling backoff
+        while the registry fails (restarting, unreachable): the feed goes on where it was."""
+        delays = backoff(_RETRY_FIRST_S, _RETRY_MAX_S)
+        while True:
+            try:
+                return await call()
+            except (rex.RayActorError, rex.RayTaskError, RayServeException) as exc:
+                delay = next(delays)
+                log.warning("%s feed failed: %s; retrying in %.2fs", feed, exc, delay)
+                await asyncio.sleep(delay)
 
     async def _hand_over_state(self, restarted: bool) -> None:
         """Give the registry this client's whole copy: after it restarted empty, or after a
