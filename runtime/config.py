@@ -52,6 +52,9 @@ from pydantic import (
 
 from runtime.errors import ConfigError
 
+if typing.TYPE_CHECKING:
+    from agents import Agent
+
 __all__ = [
     "AdmissionConfig",
     "AgentConfig",
@@ -621,7 +624,7 @@ def model_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "raygent" / "models"
 
 
-def import_agent(import_path: str) -> type:
+def import_agent(import_path: str) -> type[Agent]:
     """Import the agent class that an ``AgentConfig.import_path`` names.
 
     Raises:

@@ -33,7 +33,7 @@ import functools
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -425,7 +425,7 @@ class ClusterClient:
         traceparent: str | None,
         priority: Priority,
         accepts_handoff: bool = False,
-    ) -> AsyncIterator[list[bytes]]:
+    ) -> AsyncGenerator[list[bytes], None]:
         """``stream`` of an already encoded message: batches of encoded items, from a Ray
         streaming generator (or Serve's stream) over ``AgentHost.deliver_stream``. Closing it
         early cancels the remote handler. ``accepts_handoff``: the caller runs model streams

@@ -35,7 +35,7 @@ from agents.errors import (
     MessageEncodeError,
     RuntimeClosed,
 )
-from agents.handlers import HandlerInfo
+from agents.handlers import Channel, HandlerInfo
 from agents.model import TextStream
 from agents.runtime_api import Priority
 from agents.tracing import RecordingSpan, TraceContext
@@ -48,6 +48,9 @@ from runtime.queues import TaskQueue, TaskRecord
 __all__ = ["AgentExecutor", "Envelope", "context_factory"]
 
 log = logging.getLogger(__name__)
+
+_CHANNEL: dict[str, Channel] = {"send": "direct", "topic": "topic", "task": "queue"}
+"""The handler table's channel of an envelope's kind."""
 
 _RELEASE_TIMEOUT_S = 2.0
 """How long a stopping executor waits for its queue to take back tasks that never ran."""
@@ -330,8 +333,7 @@ class AgentExecutor:
     async def _invoke(self, env: Envelope, span: RecordingSpan) -> bytes | None:
         msg = codec.decode(env.payload)
         if env.handler is None:
-            channel = "direct" if env.kind == "send" else env.kind
-            env.handler = self.cls.routes().find(channel, env.key, msg)
+            env.handler = self.cls.routes().find(_CHANNEL[env.kind], env.key, msg)
             span.name = f"{self.name}.{env.handler.name}"
         h = env.handler
         ctx = self._make_context(span)

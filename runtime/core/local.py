@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import typing
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -263,7 +264,8 @@ class LocalRuntime:
         ex, handler, payload = self._request(agent, msg)
         fut = ex.send(payload, handler, trace, priority)
         try:
-            return codec.decode(await asyncio.wait_for(fut, timeout_s))
+            # a send's reply is always encoded bytes (None is only a stream's, sent elsewhere)
+            return codec.decode(typing.cast(bytes, await asyncio.wait_for(fut, timeout_s)))
         except asyncio.TimeoutError:
             # wait_for cancelled fut; its done-callback cancels the handler if it started.
             raise SendTimeout(agent, type(msg).__name__, timeout_s or 0.0) from None

@@ -21,7 +21,7 @@ the streaming generator is bounded the same way (``AgentHost.deliver_stream``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from agents import codec
@@ -73,7 +73,7 @@ class ReplyStream:
         self._buf.append(item)
         self._wake.set()
 
-    async def batches(self) -> AsyncIterator[list[bytes]]:
+    async def batches(self) -> AsyncGenerator[list[bytes], None]:
         """Encoded items, as soon as there are any, then the handler's error if it raised.
         Closing this early (or cancelling its consumer) cancels the handler."""
         try:
@@ -95,8 +95,8 @@ class ReplyStream:
 
 
 async def decoded(
-    batches: AsyncIterator[list[bytes]], agent: str, what: str, timeout_s: float | None
-) -> AsyncIterator[Any]:
+    batches: AsyncGenerator[list[bytes], None], agent: str, what: str, timeout_s: float | None
+) -> AsyncGenerator[Any, None]:
     """The items of ``batches``, decoded; ``SendTimeout`` once ``timeout_s`` has passed since
     the start (the same bound ``send`` puts on the whole reply). Closes ``batches`` however it
     ends, which stops the handler if it still runs."""

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agents import codec
 from agents.errors import SendTimeout
-from agents.model import ChatRequest, ModelReply, SamplingParams, Usage
+from agents.model import ChatRequest, FinishReason, ModelReply, SamplingParams, Usage
 from agents.runtime_api import Priority as AgentPriority
 from agents.tracing import TraceContext
 from runtime.cluster.client import ClusterClient
@@ -58,9 +58,9 @@ class Backends:
     telemetry: Telemetry
     timeout_s: float
 
-    def run_handoffs(self, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    def run_handoffs(self, items: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
         """An agent's streamed items with each model stream it handed off run here."""
-        return run_handoffs(items, self.models)  # type: ignore[arg-type]
+        return run_handoffs(items, self.models)
 
 
 def agent_priority(priority: Priority) -> AgentPriority:
@@ -87,7 +87,7 @@ class Accumulator:
         self.model = model
         self.texts: dict[int, list[str]] = {}
         self.calls: dict[int, list[ToolCallDelta]] = {}
-        self.reasons: dict[int, str] = {}
+        self.reasons: dict[int, FinishReason] = {}
         self.usage = Usage()
         self.complete = False
         self.first_token_at: float | None = None
@@ -190,7 +190,7 @@ class TargetCall:
         )
         return done
 
-    async def deltas(self) -> AsyncIterator[ModelDelta]:
+    async def deltas(self) -> AsyncGenerator[ModelDelta, None]:
         """The answer as deltas: a model streams, and so does an agent whose handler yields;
         a returning agent's whole reply is one delta per choice. The wait for a model's first
         delta is bounded by what is left of the request's timeout; after it, the deadline is
@@ -299,7 +299,7 @@ class TargetCall:
         done.model = fold.model
         return done
 
-    async def _agent_stream(self) -> AsyncIterator[ModelDelta]:
+    async def _agent_stream(self) -> AsyncGenerator[ModelDelta, None]:
         agent = self.target.agent or ""
         payload, _ = self._agent_request(stream=True)
         self.streamed_agent = True

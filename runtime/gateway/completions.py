@@ -48,7 +48,7 @@ from runtime.gateway.shadows import Shadows
 from runtime.gateway.targets import Target, Targets, with_system_prompt
 from runtime.gateway.variants import VARIANT_HEADER
 from runtime.models import ModelDelta, ModelServerClient, Priority
-from runtime.observability.metrics import Metrics
+from runtime.observability.metrics import CacheResult, Metrics
 from runtime.observability.telemetry import Telemetry
 
 __all__ = ["CACHE_HEADER", "Completions"]
@@ -287,7 +287,7 @@ class Completions:
         except BaseException:
             await stack.aclose()
             raise
-        status = "bypass" if flight.looked == "error" else "miss"
+        status: CacheResult = "bypass" if flight.looked == "error" else "miss"
 
         async def lead(done: Completed | None) -> None:
             try:
@@ -326,7 +326,7 @@ class Completions:
         self,
         call: TargetCall,
         include_usage: bool,
-        status: str,
+        status: CacheResult,
         finish: Callable[[Completed | None], Awaitable[None]] | None,
     ) -> StreamingResponse:
         self._metrics.cache_event(status)

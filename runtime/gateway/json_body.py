@@ -47,7 +47,7 @@ __all__ = ["StrictJsonRoute", "StrictRequest", "loads"]
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-class _Object(dict):  # type: ignore[type-arg]
+class _Object(dict):
     """A JSON object that had a key more than once (``duplicate``: the first such key)."""
 
     duplicate = ""

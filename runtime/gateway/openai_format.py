@@ -37,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agents.model import ModelReply, Usage
+from agents.model import FinishReason, ModelReply, Usage
 from runtime.gateway.errors import render_error
 from runtime.models import pieces_of
 
@@ -67,7 +67,7 @@ class Completed:
     kind: Kind
     model: str
     texts: list[str]
-    finish_reasons: list[str]
+    finish_reasons: list[FinishReason]
     usage: Usage = field(default_factory=Usage)
     tool_calls: list[list[dict[str, Any]]] = field(default_factory=list)
 
@@ -122,6 +122,7 @@ def _usage(u: Usage) -> dict[str, Any]:
 
 def render(done: Completed, variant: str | None = None) -> dict[str, Any]:
     """The non-stream response body (``variant``: the arm that answered, if any)."""
+    choices: list[dict[str, Any]]
     if done.kind == "chat":
         choices = [
             {

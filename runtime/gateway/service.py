@@ -260,7 +260,7 @@ def gateway_deployment(config: RaygentConfig) -> Any:
             agents: agent deployment handles by name.
         """
 
-        async def __init__(
+        async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
             self,
             spec: AppSpec,
             registry: DeploymentHandle,
@@ -282,7 +282,11 @@ def gateway_deployment(config: RaygentConfig) -> Any:
                 fallback = routes.get(mc.fallback) if mc.fallback else None
                 self._hosts[name] = ModelHost(name, mc, cfg.limits, fallback)
                 routes[name] = LocalModel(self._hosts[name])
-            self._model_handles = {n: h for n, h in models.items() if n not in self._hosts}
+            self._model_handles = {
+                n: h
+                for n, h in models.items()
+                if n not in self._hosts and not isinstance(h, ModelAt)
+            }
             self._agent_handles = agents
             self._tasks = (
                 ActorTaskQueue(queue, cfg.queues.max_pending)

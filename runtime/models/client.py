@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from ray import serve
@@ -170,7 +170,9 @@ class ModelServerClient:
         calls = join_tool_calls(pieces)
         yield ModelReply("".join(texts), model, reason or "stop", usage, tool_calls=calls)
 
-    async def stream_deltas(self, prompt: Prompt, **params: Any) -> AsyncIterator[ModelDelta]:
+    async def stream_deltas(
+        self, prompt: Prompt, **params: Any
+    ) -> AsyncGenerator[ModelDelta, None]:
         """Like :meth:`stream` but yields :class:`ModelDelta` (every choice, finish reason,
         usage on the last one, and which model answered)."""
         SamplingParams(**_known(params))
