@@ -842,7 +842,7 @@ async def _honouring_cancel(op: Awaitable[T]) -> T:
     ``wait_for`` here compares that count before and after and re-raises.
 
     The count has once risen with no caller's cancel, mid-failover of a Redis Cluster (not seen
-    again in 16 later runs of that test): the call then ends as cancelled. The runtime's loops
+    again in 23 later runs of that failover): the call then ends as cancelled. The runtime's loops
     that call the queue are owned by :class:`~runtime.core.loops.Loops`, which starts again a
     loop that ends on a cancel its owner did not send.
     """
