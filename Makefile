@@ -7,7 +7,7 @@ BIN         := $(VENV)/bin
 CONSTRAINTS := requirements/constraints.txt
 PIP         := $(BIN)/pip install --disable-pip-version-check -q -c $(CONSTRAINTS)
 REDIS_PORT  ?= 6379
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=15  # the slowest tests, at the end of every run (CI logs included)
 
 .PHONY: run test check lint format venv venv-cpu redis bench bench-shm bench-runtime bench-models clean
 
