@@ -18,7 +18,16 @@ from tests.servekit import shutdown_serve
 # imported inside the model replicas, never in the test process.
 collect_ignore_glob = [] if find_spec("vllm") and find_spec("ray") else ["test_*.py"]
 
-from .modelkit import ENGINE_PIDS, MAIN, MainModel, alive, deploy, small_model  # noqa: E402
+from .modelkit import (  # noqa: E402
+    ENGINE_PIDS,
+    MAIN,
+    MainModel,
+    alive,
+    deploy,
+    release,
+    small_model,
+    wait_released,
+)
 
 
 @pytest.fixture(scope="package")
@@ -46,6 +55,7 @@ def serve_instance(ray_session):
         started_here = True
     serve.start(proxy_location="Disabled")
     yield serve
+    wait_released(serve)
     if started_here:
         shutdown_serve()
     # Nothing leaks: every engine process the tests saw has exited with its replica.
@@ -66,4 +76,4 @@ def main_model(serve_instance, model_env):
     d = deploy(serve_instance, MAIN, cfg, model_env)
     early = d.handle.chat.remote([{"role": "user", "content": "Are you there?"}], {"max_tokens": 4})
     yield MainModel(d.name, d.app, d.handle, d.client, early.result(timeout_s=240))
-    serve_instance.delete(d.app)
+    release(serve_instance, d.app)

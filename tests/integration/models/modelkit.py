@@ -56,6 +56,29 @@ def deploy(serve_instance, name: str, config: ModelConfig, env: dict[str, str], 
     return Deployed(name, app, handle, ModelServerClient(handle, name))
 
 
+RELEASED: set[str] = set()
+"""Applications deleted without waiting for them to stop (:func:`release`)."""
+
+
+def release(serve_instance, *apps: str) -> None:
+    """Delete ``apps`` without waiting: each stop costs Serve's ingress drain and an engine's
+    shutdown (about 8 s), which the next module's setup then overlaps. The package's teardown
+    waits for them (:func:`wait_released`) before it checks that no engine outlived them."""
+    for app in apps:
+        serve_instance.delete(app, _blocking=False)
+        RELEASED.add(app)
+
+
+def wait_released(serve_instance, timeout_s: float = 120.0) -> None:
+    """Wait until every released application is gone."""
+    deadline = time.monotonic() + timeout_s
+    while left := RELEASED & set(serve_instance.status().applications):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"applications not deleted after {timeout_s:g}s: {sorted(left)}")
+        time.sleep(0.2)
+    RELEASED.clear()
+
+
 @dataclass
 class MainModel(Deployed):
     early_reply: Any = None  # to a chat sent the moment the deploy returned

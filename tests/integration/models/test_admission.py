@@ -11,7 +11,7 @@ import pytest
 from agents.errors import Overloaded
 from runtime.config import AdmissionConfig
 
-from .modelkit import deploy, small_model
+from .modelkit import deploy, release, small_model
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def tight_model(serve_instance, model_env):
     cfg = small_model(load="eager", admission=AdmissionConfig(max_inflight=1, max_queue_wait_s=0))
     d = deploy(serve_instance, "tight", cfg, model_env)
     yield d
-    serve_instance.delete(d.app)
+    release(serve_instance, d.app)
 
 
 async def test_a_model_at_capacity_refuses_at_once_and_serves_again_after(tight_model):

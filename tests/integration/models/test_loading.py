@@ -10,7 +10,7 @@ import pytest
 
 from agents.errors import ModelError
 
-from .modelkit import alive, deploy, small_model, wait_until
+from .modelkit import alive, deploy, release, small_model, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def lazy_model(serve_instance, model_env):
     cfg = small_model(load="lazy", idle_unload_s=IDLE_S, request_timeout_s=180.0)
     d = deploy(serve_instance, "lazy", cfg, model_env)
     yield d
-    serve_instance.delete(d.app)
+    release(serve_instance, d.app)
 
 
 async def test_lazy_replica_loads_once_for_concurrent_first_requests(lazy_model):

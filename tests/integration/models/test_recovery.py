@@ -12,7 +12,7 @@ import pytest
 
 from agents.errors import ModelError
 
-from .modelkit import MAIN, deploy, small_model, wait_until
+from .modelkit import MAIN, deploy, release, small_model, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def eager_model(serve_instance, model_env, main_model):
     d = deploy(serve_instance, "eager", cfg, model_env, fallback=main_model.handle)
     stopped: list[int] = []
     yield d, stopped
-    serve_instance.delete(d.app)
+    release(serve_instance, d.app)
     for pid in stopped:  # a SIGSTOPped engine the replica did not get to kill
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -54,8 +54,7 @@ def broken_models(serve_instance, model_env, main_model):
     )
     alone = deploy(serve_instance, "broken-alone", small_model(load="lazy", **bad), model_env)
     yield with_fb, alone
-    serve_instance.delete(with_fb.app)
-    serve_instance.delete(alone.app)
+    release(serve_instance, with_fb.app, alone.app)
 
 
 async def test_eager_replica_is_warm_before_serve_reports_it_running(eager_model):
