@@ -93,11 +93,9 @@ def _until(ready, what: str) -> None:
         time.sleep(0.5)
 
 
-def scenario(ns: Namespace, address: str, port: int) -> dict:
-    import httpx
-    import ray
+def scenario(ns: Namespace, port: int) -> dict:
+    """Deploy the application (Gateway on node A, agents on node B) and send it requests."""
     from ray import serve
-    from ray._private.state import actors  # the GCS's actor table (the state API needs a dashboard)
 
     from runtime.config import AgentConfig, GatewayConfig, RaygentConfig, ResourcesConfig
     from runtime.gateway import build_app
@@ -119,7 +117,21 @@ def scenario(ns: Namespace, address: str, port: int) -> dict:
     # 0.0.0.0: each node's ingress listens on its own node's addresses (node B's only in its
     # namespace); one host for every node is all Serve's http_options can say
     serve.start(http_options={"host": "0.0.0.0", "port": port})
-    serve.run(build_app(cfg), name="multinode", route_prefix="/", blocking=False)
+    try:  # Serve stopped gracefully, whatever happens: its HAProxy processes go with it
+        return _requests(ns, port, build_app(cfg))
+    finally:
+        serve.shutdown()
+
+
+def _requests(ns: Namespace, port: int, app: object) -> dict:
+    """What each request got through node B's ingress and node A's, and where Serve placed
+    its ingresses and replicas."""
+    import httpx
+    import ray
+    from ray import serve
+    from ray._private.state import actors  # the GCS's actor table (the state API needs a dashboard)
+
+    serve.run(app, name="multinode", route_prefix="/", blocking=False)
     b_url, a_url = f"http://{ns.ip}:{port}", f"http://{ns.host_ip}:{port}"
 
     def ready(url: str) -> bool:
@@ -161,7 +173,6 @@ def scenario(ns: Namespace, address: str, port: int) -> dict:
         if a["State"] == "ALIVE"
         and ("Proxy" in a["ActorClassName"] or "multinode" in a["ActorClassName"])
     )
-    serve.shutdown()
     return out
 
 
@@ -175,16 +186,13 @@ def main() -> None:
     path = os.pathsep.join(p for p in (here, root, os.environ.get("PYTHONPATH")) if p)
     os.environ["PYTHONPATH"] = path
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # before any Ray process starts: they inherit it
-    try:
-        ns_cm = namespace()
-        ns = ns_cm.__enter__()
-    except (OSError, subprocess.CalledProcessError) as exc:
-        err = getattr(exc, "stderr", "") or exc
-        print(f"SKIP no network namespace here: {str(err).strip()}")
-        return
-    node_b = None
-    cluster = None
-    try:
+    with contextlib.ExitStack() as stack:  # undone in reverse: Ray, node B, the head, the net
+        try:
+            ns = stack.enter_context(namespace())
+        except (OSError, subprocess.CalledProcessError) as exc:
+            err = getattr(exc, "stderr", "") or exc
+            print(f"SKIP no network namespace here: {str(err).strip()}")
+            return
         cluster = Cluster(
             initialize_head=True,
             head_node_args={
@@ -194,6 +202,7 @@ def main() -> None:
                 "node_ip_address": ns.host_ip,
             },
         )
+        stack.callback(cluster.shutdown)
         ray_cli = str(Path(sys.executable).with_name("ray"))
         node_b = subprocess.Popen(
             [
@@ -205,21 +214,21 @@ def main() -> None:
             env={**os.environ, "PYTHONPATH": path},
             start_new_session=True,
         )
+        stack.callback(_stop, node_b)
         ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": path}})
+        stack.callback(ray.shutdown)
         _until(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, "node B joining")
-        result = scenario(ns, cluster.address, _free_port())
+        result = scenario(ns, _free_port())
         result["host_ip"], result["ns_ip"] = ns.host_ip, ns.ip
         print("RESULT " + json.dumps(result))
-    finally:
-        ray.shutdown()
-        if node_b is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(node_b.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                node_b.wait(timeout=30)
-        if cluster is not None:
-            cluster.shutdown()
-        ns_cm.__exit__(None, None, None)
+
+
+def _stop(node: subprocess.Popen) -> None:
+    """Stop a ``ray start --block`` node: SIGTERM to its group, which stops its processes."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        node.wait(timeout=30)
 
 
 if __name__ == "__main__":
