@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -77,12 +76,6 @@ def namespace() -> Iterator[Namespace]:
                 os.kill(int(p), signal.SIGKILL)
         subprocess.run(["ip", "netns", "del", ns.name], capture_output=True)
         subprocess.run(["ip", "link", "del", host_end], capture_output=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 def _until(ready, what: str) -> None:
@@ -183,6 +176,8 @@ def main() -> None:
     here = str(Path(__file__).parent)
     root = str(Path(__file__).parents[3])
     sys.path[:0] = [here, root]
+    from bench.harness.servers import free_port
+
     path = os.pathsep.join(p for p in (here, root, os.environ.get("PYTHONPATH")) if p)
     os.environ["PYTHONPATH"] = path
     os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"  # before any Ray process starts: they inherit it
@@ -218,7 +213,7 @@ def main() -> None:
         ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": path}})
         stack.callback(ray.shutdown)
         _until(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, "node B joining")
-        result = scenario(ns, _free_port())
+        result = scenario(ns, free_port())
         result["host_ip"], result["ns_ip"] = ns.host_ip, ns.ip
         print("RESULT " + json.dumps(result))
 
