@@ -20,7 +20,8 @@ incarnation replaces the old one in the registry, so peers re-attach to its new 
 Under Ray Serve the same class runs inside a Serve replica
 (:class:`runtime.serve.agents.ServedAgent`): Serve's constructor awaits ``start()``, Serve's
 health checks and restarts supervise it, and peers reach it through the agent deployment's
-Serve handle instead of its actor handle (``serve_app`` is then the Serve application name).
+Serve handle instead of its actor handle (``serve_app`` is then the Serve application name) --
+or, from the same node, through its Unix socket (:mod:`runtime.cluster.sockets`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from runtime.cluster.bus import EventBus
 from runtime.cluster.client import AppSpec, ClusterClient
 from runtime.cluster.registry import ActorTaskQueue, Member
 from runtime.cluster.shipping import register_shipped
+from runtime.cluster.sockets import CallServer
 from runtime.core.executor import AgentExecutor, context_factory
 from runtime.observability.telemetry import Telemetry
 from runtime.queues import TaskQueue, make_task_queue
@@ -107,6 +109,7 @@ class AgentHost:
         self._executor: AgentExecutor | None = None
         self._client: ClusterClient | None = None
         self._bus: EventBus | None = None
+        self._calls: CallServer | None = None
         # Which path topic messages and state updates took here (tests, debugging).
         self._paths: Counter[str] = Counter()
         # Ray re-runs __init__ after a crash: this queued call is what brings a restarted
@@ -154,9 +157,16 @@ class AgentHost:
         )
         self._client.start()
         await self._executor.start()
-        # Under Serve the actor is Serve's replica wrapper: peers use the deployment handle.
+        # Under Serve the actor is Serve's replica wrapper: peers on another node use the
+        # deployment handle, peers on this one the replica's socket (runtime.cluster.sockets).
         actor = None if self._serve_app else ray.get_runtime_context().current_actor
-        member = Member(self.replica_id, self._agent, self._index, node_id, actor, self._bus.handle)
+        socket = None
+        if self._serve_app:
+            self._calls = CallServer(self, self._agent)
+            socket = await self._calls.start()
+        member = Member(
+            self.replica_id, self._agent, self._index, node_id, actor, self._bus.handle, socket
+        )
         self._client.announce(member)
         await self._registry.register.remote(member)
         log.info("replica %s started on node %s (pid %d)", self.replica_id, node_id, os.getpid())
@@ -194,6 +204,8 @@ class AgentHost:
         deadline = loop.time() + timeout_s
         if self._client is not None:
             self._client.announce(None)
+        if self._calls is not None:  # co-located callers go by Serve, which routes elsewhere
+            self._calls.close()
         await self._unregister()
         await ex.stop_claiming()
         while ex.busy() and loop.time() < deadline:
@@ -321,7 +333,12 @@ class AgentHost:
             "node_id": ray.get_runtime_context().get_node_id(),
             **await self.load(),
             "attached": sorted(self._bus.attached()) if self._bus else [],
-            "paths": {**self._paths, **(self._client.paths if self._client else {})},
+            "socket": self._calls.path if self._calls else None,
+            "paths": {
+                **self._paths,
+                **(self._client.paths if self._client else {}),
+                **({"call:socket": self._calls.calls} if self._calls else {}),
+            },
             "state": {k: self._client.state[k] for k in self._client.state} if self._client else {},
             "spans": [
                 {

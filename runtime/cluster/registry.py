@@ -72,6 +72,7 @@ class Member:
     node_id: str
     handle: Any  # the AgentHost actor handle
     ring: Any | None  # its shm RingHandle, or None when it has none
+    socket: str | None = None  # under Serve: where it takes co-located calls (cluster.sockets)
 
     @property
     def slot(self) -> str:

@@ -96,6 +96,42 @@ def test_invoke_stream_errors(gateway_url, auth):
     assert [e["item"] for e in sse_events(r)] == [0, 1]  # still serving
 
 
+def test_a_co_located_agent_is_called_through_its_socket_or_else_through_serve(gateway_url, auth):
+    """On one node the gateway calls an agent through the replica's Unix socket; when nothing
+    answers there (the socket moved away here, as a stopping replica's goes), the same calls
+    take Serve's handle, and nothing changes for the client."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Agent-echo", app_name=APP)
+
+    def socket_calls() -> int:
+        return handle.stats.remote().result()["paths"].get("call:socket", 0)
+
+    path = handle.stats.remote().result()["socket"]
+    assert path and os.path.exists(path)
+    before = socket_calls()
+    assert (
+        invoke(gateway_url, "echo", {"message": {"n": 3}, "type": "Ping"}, auth).status_code == 200
+    )
+    assert socket_calls() == before + 1
+    away = path + ".away"
+    os.rename(path, away)
+    try:
+        r = invoke(gateway_url, "echo", {"message": {"n": 4}, "type": "Ping"}, auth)
+        assert r.status_code == 200 and r.json()["reply"]["n"] == 4
+        r = invoke(gateway_url, "echo", {"message": {"n": 2}, "type": "Count"}, auth)
+        assert [e["item"] for e in sse_events(r)] == [0, 1]
+        r = invoke(gateway_url, "echo", {"message": "boom", "type": "str"}, auth)
+        assert r.status_code == 502 and "ValueError" in r.json()["error"]["message"]
+        assert socket_calls() == before + 1
+    finally:
+        os.rename(away, path)
+    assert (
+        invoke(gateway_url, "echo", {"message": {"n": 5}, "type": "Ping"}, auth).status_code == 200
+    )
+    assert socket_calls() == before + 2
+
+
 def test_durable_task_submit_and_result(gateway_url, auth):
     r = httpx.post(f"{gateway_url}/v1/tasks/jobs", json={"task": {"n": 21}}, headers=auth)
     assert r.status_code == 202, r.text
