@@ -23,7 +23,7 @@ A frame is a 4-byte big-endian length and a msgpack array. The socket's buffer i
 backpressure: a caller that does not read stops the replica's writes, then the handler's
 ``yield``. An error travels as the SDK error's class and attributes (what its pickle holds; no
 pickle on the wire), and only a class the caller has imported is rebuilt. The socket sits in a
-directory only this user can enter.
+directory only this user can enter; a new server removes the sockets of processes that are gone.
 
 What this leaves to Serve: a caller that cannot connect (the replica stopped, or is not
 listening) sends through Serve's handle instead, and so does a call to another node. A
@@ -85,6 +85,22 @@ def socket_dir() -> Path | None:
         log.warning("%s is not private to this user: co-located calls go through Serve", path)
         return None
     return path
+
+
+def _sweep(directory: Path) -> None:
+    """Remove the sockets of processes that are gone (a replica killed, or stopped with
+    ``ray stop --force``, does not remove its own); a socket's name starts with its pid."""
+    for entry in directory.glob("*.sock"):
+        pid = entry.name.split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        except OSError:  # alive, another user's
+            continue
 
 
 def _frame(msg: list[Any]) -> bytes:
@@ -152,7 +168,8 @@ class CallServer:
         directory = socket_dir()
         if directory is None:
             return None
-        path = str(directory / f"{uuid.uuid4().hex[:16]}.sock")
+        _sweep(directory)
+        path = str(directory / f"{os.getpid()}-{uuid.uuid4().hex[:12]}.sock")
         try:
             self._server = await asyncio.start_unix_server(self._serve, path)
         except OSError as exc:  # e.g. a $TMPDIR too long for a socket's path (108 bytes)

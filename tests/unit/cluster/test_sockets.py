@@ -160,6 +160,23 @@ async def test_a_closed_server_refuses_and_leaves_no_socket(served):
         await Connection.open(path, "echo")
 
 
+async def test_a_new_server_removes_the_sockets_of_processes_that_are_gone(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(sockets.tempfile, "tempdir", None)
+    directory = sockets.socket_dir()
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()
+    stale = directory / f"{dead.pid}-aaaa.sock"
+    mine = directory / f"{os.getpid()}-bbbb.sock"
+    other = directory / "notes.sock"
+    for f in (stale, mine, other):
+        f.touch()
+    server = CallServer(Host(), "echo")
+    await server.start()
+    server.close()
+    assert sorted(p.name for p in directory.iterdir()) == sorted([mine.name, other.name])
+
+
 async def test_a_socket_directory_others_can_enter_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(sockets.tempfile, "tempdir", None)
