@@ -237,7 +237,8 @@ class ClusterClient:
         self._closed = False
         self._me: Member | None = None
         self.paths: collections.Counter[str] = collections.Counter()
-        """How state updates arrived (ring or registry), for tests and debugging."""
+        """How state updates arrived (ring or registry), and how many calls went to a
+        co-located replica's socket (``send:socket``), for tests and debugging."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -505,7 +506,7 @@ class ClusterClient:
         except OSError as exc:
             log.debug("replica %s does not take calls on its socket (%s)", member.replica_id, exc)
             return None
-        self.paths["call:socket"] += 1
+        self.paths["send:socket"] += 1
         return _Call(conn, self._inflight, member.replica_id)
 
     @contextlib.contextmanager

@@ -55,6 +55,8 @@ __all__ = ["CallServer", "Connection", "socket_dir"]
 log = logging.getLogger(__name__)
 
 _LEN = struct.Struct(">I")
+CONNECT_TIMEOUT_S = 1.0
+"""Longest a caller waits to connect before it goes through Serve's handle instead."""
 _MAX_FRAME = 1 << 30
 """Longest frame either side reads; a longer length prefix is a broken peer."""
 
@@ -246,8 +248,14 @@ class Connection:
 
     @classmethod
     async def open(cls, path: str, agent: str) -> Connection:
-        """Connect; ``OSError`` when nothing listens there (the replica stopped)."""
-        reader, writer = await asyncio.open_unix_connection(path)
+        """Connect; ``OSError`` when nothing listens there (the replica stopped), or when the
+        replica does not accept within :data:`CONNECT_TIMEOUT_S` (its loop is stuck)."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(path), CONNECT_TIMEOUT_S
+            )
+        except asyncio.TimeoutError:
+            raise ConnectionRefusedError(f"{path}: not accepted in {CONNECT_TIMEOUT_S} s") from None
         return cls(reader, writer, agent)
 
     def close(self) -> None:
