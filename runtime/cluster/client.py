@@ -77,6 +77,7 @@ _POLL_S = 10.0  # long-poll window of the membership and state feeds
 # A feed call that failed (the registry restarting) is retried after 0.1 s, doubling to 2 s,
 # jittered so that every replica's feeds do not hit the new registry in one burst.
 _RETRY_FIRST_S, _RETRY_MAX_S = 0.1, 2.0
+_LISTED_WAIT_S = 2.0  # longest a send waits for the feed to list its target's first replica
 
 
 @dataclass(frozen=True)
@@ -424,6 +425,7 @@ class ClusterClient:
                     )
                 except asyncio.TimeoutError:  # the hang-up cancels the handler
                     raise SendTimeout(agent, what, timeout_s or 0.0) from None
+        await self._listed(agent)
         with self._target(agent) as (target, _):
             ref = target.deliver.remote(payload, traceparent, priority)
             try:
@@ -469,6 +471,7 @@ class ClusterClient:
                 async for batch in call.stream(payload, traceparent, priority, accepts_handoff):
                     yield batch
             return
+        await self._listed(agent)
         with self._target(agent, stream=True) as (target, direct):
             gen = target.deliver_stream.remote(payload, traceparent, priority, accepts_handoff)
             finished = False
@@ -508,6 +511,20 @@ class ClusterClient:
             return None
         self.paths["send:socket"] += 1
         return _Call(conn, self._inflight, member.replica_id)
+
+    async def _listed(self, agent: str) -> None:
+        """Standalone, when no replica of ``agent`` is known yet: wait up to
+        :data:`_LISTED_WAIT_S` for the membership feed to list one. A replica's feed lags the
+        registry by a round trip, so right after start-up the driver can see a replica that a
+        peer it calls does not see yet (then :meth:`_pick` says none is registered)."""
+        if self._serve is not None or self._members.by_agent.get(agent):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LISTED_WAIT_S
+        while not self._members.by_agent.get(agent) and loop.time() < deadline:
+            self._members.ready.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._members.ready.wait(), deadline - loop.time())
 
     @contextlib.contextmanager
     def _target(self, agent: str, stream: bool = False) -> Iterator[tuple[Any, bool]]:

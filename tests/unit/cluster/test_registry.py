@@ -167,3 +167,35 @@ async def test_a_feed_that_dies_on_an_unexpected_error_is_restarted(two_clients)
     for loop in ("members", "state"):  # whichever client's call hit the bug
         assert a._loops.restarts[loop] + b._loops.restarts[loop] == 1
     assert sorted(a._loops.running()) == sorted(b._loops.running()) == ["members", "state"]
+
+
+class _Replica:
+    """An agent replica's actor handle: ``deliver.remote(...)`` answers with the payload."""
+
+    class deliver:  # noqa: N801 -- the handle's method, as Ray spells it
+        @staticmethod
+        async def remote(payload: bytes, traceparent: Any, priority: str) -> bytes:
+            return b"re:" + payload
+
+
+async def test_a_send_waits_for_the_feed_to_list_its_target_s_first_replica(monkeypatch):
+    """Right after start-up a peer's feed can lag the registry: a send to an agent with no
+    listed replica waits (bounded) for the feed instead of failing at once."""
+    from agents.errors import ReplicaUnavailable
+
+    monkeypatch.setattr(cluster, "_POLL_S", 0.05)
+    monkeypatch.setattr(cluster, "_LISTED_WAIT_S", 2.0)
+    registry = RegistryHandle()
+    c = client(registry, "a")
+    c.start()
+    try:
+        send = asyncio.ensure_future(c.send_encoded("x", b"hi", None, "interactive", 5.0, "Ping"))
+        await asyncio.sleep(0.2)
+        assert not send.done()
+        await registry.current.register(Member("x/0/1", "x", 0, "n", _Replica, None))
+        assert await asyncio.wait_for(send, 5.0) == b"re:hi"
+        monkeypatch.setattr(cluster, "_LISTED_WAIT_S", 0.1)
+        with pytest.raises(ReplicaUnavailable, match="none registered"):
+            await c.send_encoded("nobody", b"hi", None, "interactive", 5.0, "Ping")
+    finally:
+        await c.close()
