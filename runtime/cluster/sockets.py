@@ -115,7 +115,11 @@ async def _read_frame(reader: asyncio.StreamReader) -> list[Any]:
     (n,) = _LEN.unpack(await reader.readexactly(_LEN.size))
     if n > _MAX_FRAME:
         raise ValueError(f"frame of {n} bytes")
-    msg = msgpack.unpackb(await reader.readexactly(n), raw=False)
+    body = await reader.readexactly(n)
+    try:
+        msg = msgpack.unpackb(body, raw=False)
+    except (ValueError, TypeError) as exc:  # msgpack's errors, an unhashable map key
+        raise ValueError(f"frame does not decode: {exc}") from None
     if not isinstance(msg, list) or not msg:
         raise ValueError("frame is not a message")
     return msg
@@ -137,14 +141,17 @@ def _error_frame(exc: BaseException, agent: str) -> bytes:
 def _error(msg: list[Any], agent: str) -> AgentError:
     """The error an ``"x"`` frame carries. Its class must be an ``AgentError`` this process has
     imported (nothing is imported on a peer's word); otherwise it is described."""
-    _, module, name, args, attrs = msg
-    cls = getattr(sys.modules.get(module), name, None)
-    if not (isinstance(cls, type) and issubclass(cls, AgentError)):
+    try:
+        _, module, name, args, attrs = msg
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, AgentError):
+            err = cls.__new__(cls)
+            err.args = tuple(args)
+            err.__dict__.update(attrs)
+            return err
         return HandlerError(agent, "call", str(name), str(args[0] if args else ""))
-    err = cls.__new__(cls)
-    err.args = tuple(args)
-    err.__dict__.update(attrs)
-    return err
+    except (ValueError, TypeError, IndexError) as exc:  # a frame of another shape
+        return HandlerError(agent, "call", "unreadable error", f"{type(exc).__name__}: {exc}")
 
 
 class CallServer:

@@ -119,6 +119,8 @@ async def test_an_error_class_the_caller_has_not_imported_is_described_not_rebui
     msg[1] = "no.such.module"
     err = sockets._error(msg, "echo")
     assert type(err) is HandlerError and err.cause_type == "HandlerError"
+    err = sockets._error(["x", ["not", "a", "module"], 1, None, 7], "echo")
+    assert type(err) is HandlerError and err.cause_type == "unreadable error"
 
 
 async def test_hanging_up_mid_stream_cancels_the_handler(served):
@@ -203,6 +205,10 @@ async def test_garbage_on_the_socket_is_dropped_and_the_server_serves_on(served)
     reader, writer = await asyncio.open_unix_connection(server.path)
     writer.write(struct.pack(">I", 1 << 31) + uuid.uuid4().bytes)  # a length past the limit
     assert await reader.read() == b""  # hung up
+    writer.close()
+    reader, writer = await asyncio.open_unix_connection(server.path)
+    writer.write(struct.pack(">I", 2) + b"\xc1\xc1")  # not msgpack
+    assert await reader.read() == b""
     writer.close()
     conn = await Connection.open(server.path, "echo")
     assert await conn.send(b"y", None, "interactive") == b"reply:y"
