@@ -99,6 +99,11 @@ class Loops:
                 error: BaseException | None = None
                 why = "ended on a CancelledError its owner did not send"
             except Exception as exc:
+                if self._closing or _cancel_requested(watch):
+                    # Cancelled while the run failed, or while it failed to unwind (3.11's
+                    # asyncio.Condition turns a cancel inside wait_for into RuntimeError):
+                    # the cancel wins, or close() would wait on a loop that restarts.
+                    raise asyncio.CancelledError from exc
                 error, why = exc, "died"
             if loop.time() - started >= self._max_s:
                 delays = backoff(self._first_s, self._max_s)

@@ -100,6 +100,28 @@ async def test_a_loop_cancelled_by_nobody_that_owns_it_is_started_again(caplog):
     assert loops.running() == [] and runs == 2  # close() ends it for good
 
 
+async def test_a_loop_whose_run_fails_as_it_is_cancelled_is_not_started_again(caplog):
+    """A run whose cancel comes out as another error (3.11's ``asyncio.Condition`` in a
+    ``wait_for`` can raise RuntimeError instead): close() ends it instead of restarting it."""
+    runs = []
+
+    async def unwinds_badly():
+        runs.append(1)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RuntimeError("Lock is not acquired.") from None
+
+    loops = Loops("owner", first_backoff_s=0.01, max_backoff_s=0.05)
+    loops.start("feed", unwinds_badly)
+    await until(lambda: runs)
+    closing = asyncio.ensure_future(loops.close())
+    done, _ = await asyncio.wait({closing}, timeout=5)  # not wait_for: its cancel would hang too
+    assert done, f"close() did not return; the loop restarted {loops.restarts['feed']} times"
+    assert runs == [1] and loops.running() == [] and loops.restarts["feed"] == 0
+    assert "restarting" not in caplog.text
+
+
 def test_the_event_loops_shutdown_still_ends_every_loop():
     """``asyncio.run`` cancels the tasks left when its main coroutine returns: a cancel of the
     watch itself, which must end the loop (not restart it and hang the shutdown)."""
