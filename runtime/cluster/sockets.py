@@ -48,6 +48,7 @@ from typing import Any, Protocol
 import msgpack
 
 from agents.errors import AgentError, HandlerError, ReplicaUnavailable
+from agents.errors import _rebuild as rebuild_error
 from agents.runtime_api import Priority
 
 __all__ = ["CallServer", "Connection", "socket_dir"]
@@ -59,6 +60,8 @@ CONNECT_TIMEOUT_S = 1.0
 """Longest a caller waits to connect before it goes through Serve's handle instead."""
 _MAX_FRAME = 1 << 30
 """Longest frame either side reads; a longer length prefix is a broken peer."""
+_BROKEN = (asyncio.IncompleteReadError, ConnectionError, ValueError)
+"""What reading a frame raises when the peer hung up or sent something else (``_read_frame``)."""
 
 
 class _Host(Protocol):
@@ -125,33 +128,36 @@ async def _read_frame(reader: asyncio.StreamReader) -> list[Any]:
     return msg
 
 
+def _described(agent: str, cause_type: str, cause: str) -> HandlerError:
+    """A callee's error that cannot travel as itself: what a caller through Ray gets for it."""
+    return HandlerError(agent, "call", cause_type, cause)
+
+
 def _error_frame(exc: BaseException, agent: str) -> bytes:
-    """An error for the caller: the SDK's own as it is (by class and attributes, as it pickles),
-    anything else as ``HandlerError`` -- what a caller through Ray gets for it
+    """An error for the caller: the SDK's own as its pickle holds it (``AgentError.__reduce__``:
+    class, args, attributes), anything else as ``HandlerError``
     (:mod:`runtime.cluster.ray_errors`)."""
     if not isinstance(exc, AgentError):
-        exc = HandlerError(agent, "call", type(exc).__name__, str(exc))
-    cls = type(exc)
+        exc = _described(agent, type(exc).__name__, str(exc))
+    _, (cls, args, attrs) = exc.__reduce__()
     try:
-        return _frame(["x", cls.__module__, cls.__qualname__, list(exc.args), exc.__dict__])
+        return _frame(["x", cls.__module__, cls.__qualname__, list(args), attrs])
     except (TypeError, ValueError):  # an attribute msgpack cannot carry
-        return _error_frame(HandlerError(agent, "call", cls.__name__, str(exc)), agent)
+        return _error_frame(_described(agent, cls.__name__, str(exc)), agent)
 
 
 def _error(msg: list[Any], agent: str) -> AgentError:
-    """The error an ``"x"`` frame carries. Its class must be an ``AgentError`` this process has
-    imported (nothing is imported on a peer's word); otherwise it is described."""
+    """The error an ``"x"`` frame carries, rebuilt as its unpickling would. Its class must be
+    an ``AgentError`` this process has imported (nothing is imported on a peer's word);
+    otherwise it is described."""
     try:
         _, module, name, args, attrs = msg
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, AgentError):
-            err = cls.__new__(cls)
-            err.args = tuple(args)
-            err.__dict__.update(attrs)
-            return err
-        return HandlerError(agent, "call", str(name), str(args[0] if args else ""))
+            return rebuild_error(cls, tuple(args), attrs)
+        return _described(agent, str(name), str(args[0] if args else ""))
     except (ValueError, TypeError, IndexError) as exc:  # a frame of another shape
-        return HandlerError(agent, "call", "unreadable error", f"{type(exc).__name__}: {exc}")
+        return _described(agent, "unreadable error", f"{type(exc).__name__}: {exc}")
 
 
 class CallServer:
@@ -200,7 +206,7 @@ class CallServer:
         try:
             try:
                 request = await _read_frame(reader)
-            except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            except _BROKEN:
                 return
             self.calls += 1
             work = asyncio.ensure_future(self._run(request, writer))
@@ -294,7 +300,7 @@ class Connection:
     async def _next(self) -> list[Any]:
         try:
             msg = await _read_frame(self._reader)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
+        except _BROKEN as exc:
             raise self._broken(f"connection lost ({type(exc).__name__})") from None
         if msg[0] == "x":
             raise _error(msg, self._agent)
