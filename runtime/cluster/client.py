@@ -64,6 +64,7 @@ from runtime.config import AgentConfig, RaygentConfig
 from runtime.core.local import encode_checked, put_task
 from runtime.core.loops import Loops, backoff
 from runtime.core.streaming import decoded
+from runtime.core.timeouts import within
 from runtime.queues import TaskQueue
 
 if TYPE_CHECKING:
@@ -420,16 +421,14 @@ class ClusterClient:
         if conn is not None:
             with conn as call:
                 try:
-                    return await asyncio.wait_for(
-                        call.send(payload, traceparent, priority), timeout_s
-                    )
+                    return await within(call.send(payload, traceparent, priority), timeout_s)
                 except asyncio.TimeoutError:  # the hang-up cancels the handler
                     raise SendTimeout(agent, what, timeout_s or 0.0) from None
         await self._listed(agent)
         with self._target(agent) as (target, _):
             ref = target.deliver.remote(payload, traceparent, priority)
             try:
-                return await asyncio.wait_for(translate(ref, agent), timeout_s)
+                return await within(translate(ref, agent), timeout_s)
             except asyncio.TimeoutError:
                 cancel_call(ref)
                 raise SendTimeout(agent, what, timeout_s or 0.0) from None

@@ -26,6 +26,7 @@ from typing import Any
 
 from agents import codec
 from agents.errors import SendTimeout
+from runtime.core.timeouts import within
 
 __all__ = ["MAX_BUFFERED", "ReplyStream", "decoded"]
 
@@ -108,7 +109,7 @@ async def decoded(
                 if deadline is None:
                     batch = await anext(batches)
                 else:
-                    batch = await asyncio.wait_for(anext(batches), deadline - loop.time())
+                    batch = await within(anext(batches), deadline - loop.time())
             except StopAsyncIteration:
                 return
             except asyncio.TimeoutError:

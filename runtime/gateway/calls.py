@@ -29,6 +29,7 @@ from agents.runtime_api import Priority as AgentPriority
 from agents.tracing import TraceContext
 from runtime.cluster.client import ClusterClient
 from runtime.core.streaming import decoded
+from runtime.core.timeouts import within
 from runtime.gateway.agent_streams import ChatFold, reply_text, run_handoffs
 from runtime.gateway.errors import ApiError
 from runtime.gateway.openai_format import Completed, Kind
@@ -180,7 +181,7 @@ class TargetCall:
                 if self.target.agent is not None:
                     done = await self._agent(span.context, stream)
                 else:
-                    done = await asyncio.wait_for(self._model(span.context), self.left())
+                    done = await within(self._model(span.context), self.left())
             except asyncio.TimeoutError:
                 raise timeout_error(self.backends.timeout_s) from None
             span.attributes.update(self._attributes(done))
@@ -213,7 +214,7 @@ class TargetCall:
         gen = self._llm().stream_deltas(self.prompt, **self.sp.to_dict())
         try:
             try:
-                first = await asyncio.wait_for(anext(gen), self.left())
+                first = await within(anext(gen), self.left())
             except StopAsyncIteration:
                 return
             except asyncio.TimeoutError:

@@ -100,6 +100,7 @@ from agents.model import ModelReply, Prompt, SamplingParams
 from agents.tracing import TraceContext
 from runtime.cluster.ray_errors import raise_sdk_error
 from runtime.config import LimitsConfig, ModelConfig, RaygentConfig, TelemetryConfig
+from runtime.core.timeouts import within
 from runtime.errors import ConfigError
 from runtime.models._params import check_params
 from runtime.models._wire import ModelDelta, coalesce
@@ -468,7 +469,7 @@ class ModelHost:
         self._begin()
         try:
             try:
-                return await asyncio.wait_for(
+                return await within(
                     self._generate(prompt, sp, priority, salt), self._cfg.request_timeout_s
                 )
             except InvalidParameter:
@@ -512,7 +513,7 @@ class ModelHost:
         started = False
         try:
             try:
-                engine = await asyncio.wait_for(self._ensure_engine(), deadline - loop.time())
+                engine = await within(self._ensure_engine(), deadline - loop.time())
                 async with self._gate.slot(priority, deadline - loop.time()):  # no fallback
                     self._admit()
                     deltas = engine.stream(prompt, sp, cache_salt=salt)
@@ -521,7 +522,7 @@ class ModelHost:
                         # fallback, so the wait is bounded; after it, the deadline is checked
                         # per delta (a timer per token would cost more than the tokens) and a
                         # stall is the health check's business.
-                        first = await asyncio.wait_for(deltas.__anext__(), deadline - loop.time())
+                        first = await within(deltas.__anext__(), deadline - loop.time())
                         started = True
                         yield first
                         async for delta in deltas:
