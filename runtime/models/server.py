@@ -86,7 +86,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from ray import serve
@@ -127,6 +127,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ModelHost",
     "ModelServer",
+    "Tally",
     "health_options",
     "model_deployment",
     "model_deployments",
@@ -140,6 +141,45 @@ _EVENTS_KEPT = 200
 # Serve's health-check RPC timeout is ours plus this margin, so our message (which names the
 # setting) is what Serve logs, while a wedged replica loop still fails Serve's own timeout.
 _HEALTH_RPC_MARGIN_S = 5.0
+TALLY_FLUSH_S = 1.0
+"""At most this long between a refusal and its count reaching Ray's metric while refusals
+keep coming (:class:`Tally`); the health check hands over whatever is left."""
+
+
+class Tally:
+    """Increments of a Ray metrics ``Counter``, handed to Ray in sums.
+
+    One ``Counter.inc`` costs about 0.2 ms of the caller's CPU (tags merged and validated, then
+    a call into Ray's C++ metrics), and a refusal is otherwise nearly free: at three times a
+    model's capacity, counting each of ~115 refusals a second took 2.7 % of the gateway's CPU
+    (py-spy), on the loop every other request waits for. Serve counts its own per-request
+    metrics the same way (``ReplicaMetricsManager``).
+
+    Args:
+        counter: the Ray ``Counter`` the sums go to.
+        tag: the one tag key whose value each increment names.
+        clock: monotonic seconds (tests inject one).
+    """
+
+    def __init__(self, counter: Any, tag: str, clock: Callable[[], float] = time.monotonic):
+        self._counter = counter
+        self._tag = tag
+        self._clock = clock
+        self._pending = collections.Counter[str]()
+        self._flushed_at = clock()
+
+    def inc(self, value: str) -> None:
+        """Count one for tag ``value``; hand the sums over when :data:`TALLY_FLUSH_S` passed."""
+        self._pending[value] += 1
+        if self._clock() - self._flushed_at >= TALLY_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand every pending sum to the counter now."""
+        self._flushed_at = self._clock()
+        pending, self._pending = self._pending, collections.Counter[str]()
+        for value, n in pending.items():
+            self._counter.inc(n, tags={self._tag: value})
 
 
 class ModelHost:
@@ -224,14 +264,15 @@ class ModelHost:
         metrics = (self._m_load, self._m_warm, self._m_ready, self._m_fallbacks, self._m_unloads)
         for m in (*metrics, self._m_refused):
             m.set_default_tags(dict(tags))  # Serve adds its tags to the dict it is given
-        admission, refused = config.admission, self._m_refused  # no cycle through self
+        admission = config.admission
+        self._refusals = refused = Tally(self._m_refused, "priority")  # no cycle through self
         self._gate = AdmissionGate(  # its limit is the engine's once one is built
             name,
             admission.max_inflight or default_max_inflight(1 << 16, _cpu_cores()),
             admission.max_queue_wait_s,
             admission.batch_queue_share,
             admission.interactive_share,
-            on_refuse=lambda p: refused.inc(tags={"priority": p}),
+            on_refuse=refused.inc,
         )
         self._m_ready.set(0)
         self._idle_task = (
@@ -349,6 +390,7 @@ class ModelHost:
         failed, so Serve replaces the replica."""
         if self._closed:
             return
+        self._refusals.flush()
         engine = self._engine
         if engine is None:
             if self._state == "failed" and self._cfg.load != "lazy":
@@ -390,6 +432,7 @@ class ModelHost:
 
     def stats(self) -> dict[str, Any]:
         """State, durations, counters and engine numbers of this replica."""
+        self._refusals.flush()
         ctx = None
         with contextlib.suppress(Exception):
             ctx = serve.get_replica_context()
