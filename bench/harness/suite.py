@@ -304,10 +304,15 @@ def goals(res: dict[str, Any], cache: dict[str, Any] | None) -> list[dict[str, A
 
 def _print_goals(rows: list[dict[str, Any]]) -> None:
     print("goals (raygent / plain vLLM unless stated):")
+    goal_w = max((len(g["goal"]) for g in rows), default=0) + 2  # the overload goals are long
+    where_w = max((len(g["where"]) for g in rows), default=0) + 2
     for g in rows:
         value = "-" if g["value"] is None else f"{g['value']:.3g}"
         verdict = {True: "met", False: "MISSED", None: "not measured"}[g["met"]]
-        print(f"  {g['goal']:<18}{g['where']:<24}{value:>8}  {g['op']} {g['bound']:<5} {verdict}")
+        print(
+            f"  {g['goal']:<{goal_w}}{g['where']:<{where_w}}{value:>8}  "
+            f"{g['op']} {g['bound']:<5} {verdict}"
+        )
 
 
 def render_suite(res: dict[str, Any], results: dict[str, dict[str, Any]]) -> str:
