@@ -1,15 +1,20 @@
 """A bounded await that runs in the caller's task: :func:`within`.
 
-``asyncio.wait_for`` on Python 3.10 and 3.11 runs what it awaits in a new task. That costs
-two trips through the event loop's ready queue (the task's first step, then waking the
-caller when it is done), and on a busy loop each trip waits behind every callback that is
-ready: in the gateway under three times its capacity, the loop turns every 10-30 ms, and a
-request refused on arrival spent most of its time in those trips. Python 3.12 rebuilt
-``wait_for`` on ``asyncio.timeout`` for this reason; :func:`within` does the same on 3.11 and
-falls back to ``wait_for`` on 3.10, which has no ``asyncio.timeout``.
+``asyncio.wait_for`` on Python 3.10 and 3.11 runs what it awaits in a new task: two trips
+through the event loop's ready queue per call (the task's first step, then waking the
+caller), each behind every callback that is ready, and a task object per call. A streamed
+answer made three such calls before its first token (the gateway's wait for the first delta,
+the model host's wait for its engine, then for the engine's first delta), and a refusal two.
+Python 3.12 rebuilt ``wait_for`` on ``asyncio.timeout``, with no task of its own;
+:func:`within` does the same on 3.11 and falls back to ``wait_for`` on 3.10, which has no ``asyncio.timeout``.
+(On the 2-core test box, alternated runs at 32 concurrent streams and at three times
+capacity showed no difference beyond run-to-run noise: the machine's CPU, not these trips,
+sets those figures there.)
 
 The semantics are ``wait_for``'s: ``TimeoutError`` once ``timeout_s`` passes (the awaitable
-is cancelled first, as its own task would have been), no bound when it is None.
+is cancelled first, as its own task would have been), no bound when it is None; one
+difference: an awaitable that finishes without suspending returns its result even when the
+deadline has already passed (``wait_for`` raised ``TimeoutError`` without running it).
 """
 
 from __future__ import annotations
