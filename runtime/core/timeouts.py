@@ -6,10 +6,10 @@ caller), each behind every callback that is ready, and a task object per call. A
 answer made three such calls before its first token (the gateway's wait for the first delta,
 the model host's wait for its engine, then for the engine's first delta), and a refusal two.
 Python 3.12 rebuilt ``wait_for`` on ``asyncio.timeout``, with no task of its own;
-:func:`within` does the same on 3.11 and falls back to ``wait_for`` on 3.10, which has no ``asyncio.timeout``.
-(On the 2-core test box, alternated runs at 32 concurrent streams and at three times
-capacity showed no difference beyond run-to-run noise: the machine's CPU, not these trips,
-sets those figures there.)
+:func:`within` does the same on 3.11 and falls back to ``wait_for`` on 3.10, which has no
+``asyncio.timeout``. (On the 2-core test box, alternated runs at 32 concurrent streams and at
+three times capacity showed no difference beyond run-to-run noise: the machine's CPU, not these
+trips, sets those figures there.)
 
 The semantics are ``wait_for``'s: ``TimeoutError`` once ``timeout_s`` passes (the awaitable
 is cancelled first, as its own task would have been), no bound when it is None; one
