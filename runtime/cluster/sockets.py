@@ -50,6 +50,7 @@ import msgpack
 from agents.errors import AgentError, HandlerError, ReplicaUnavailable
 from agents.errors import _rebuild as rebuild_error
 from agents.runtime_api import Priority
+from runtime.core.timeouts import within
 
 __all__ = ["CallServer", "Connection", "socket_dir"]
 
@@ -264,9 +265,7 @@ class Connection:
         """Connect; ``OSError`` when nothing listens there (the replica stopped), or when the
         replica does not accept within :data:`CONNECT_TIMEOUT_S` (its loop is stuck)."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(path), CONNECT_TIMEOUT_S
-            )
+            reader, writer = await within(asyncio.open_unix_connection(path), CONNECT_TIMEOUT_S)
         except asyncio.TimeoutError:
             raise ConnectionRefusedError(f"{path}: not accepted in {CONNECT_TIMEOUT_S} s") from None
         return cls(reader, writer, agent)

@@ -265,14 +265,14 @@ class ModelHost:
         for m in (*metrics, self._m_refused):
             m.set_default_tags(dict(tags))  # Serve adds its tags to the dict it is given
         admission = config.admission
-        self._refusals = refused = Tally(self._m_refused, "priority")  # no cycle through self
+        self._refusals = Tally(self._m_refused, "priority")
         self._gate = AdmissionGate(  # its limit is the engine's once one is built
             name,
             admission.max_inflight or default_max_inflight(1 << 16, _cpu_cores()),
             admission.max_queue_wait_s,
             admission.batch_queue_share,
             admission.interactive_share,
-            on_refuse=refused.inc,
+            on_refuse=self._refusals.inc,  # the tally's method: no cycle through self
         )
         self._m_ready.set(0)
         self._idle_task = (
