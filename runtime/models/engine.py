@@ -78,6 +78,7 @@ from runtime.models._tools import (
 )
 from runtime.models._wire import ModelDelta, ToolCallDelta, join_tool_calls
 from runtime.models.tiny import TINY_SOURCE, ensure_tiny_model
+from runtime.serve import engine_procs
 
 __all__ = ["ModelEngine"]
 
@@ -172,6 +173,8 @@ class ModelEngine:
                     f"{vllm.__version__} does not know: {exc}"
                 ) from exc
             scheduler = _SchedulerWatch()
+            engine_procs.start_server()  # in an engine host: started with the process already
+            engine_procs.install()
             llm = await asyncio.to_thread(
                 AsyncLLM.from_engine_args, engine_args, stat_loggers=[scheduler.factory]
             )
@@ -771,7 +774,13 @@ def _engine_pids(llm: AsyncLLM) -> list[int]:
 
 
 def _kill_tree(pids: Sequence[int]) -> None:
-    """SIGKILL ``pids`` and their descendants (vLLM's workers are the engine core's children)."""
+    """SIGKILL ``pids`` and their descendants (a spawned engine core's workers are its
+    children) and, for an engine core forked from the fork server, its process group (its
+    worker is the server's child; :mod:`runtime.serve.engine_procs`)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, signal.SIGKILL)
     victims = list(pids)
     try:
         import psutil

@@ -405,7 +405,10 @@ def engine_host_setup() -> None:
     * priority from the first instruction (:func:`serve_at_node_priority`), so the other
       replicas' imports take what CPU the engine chain leaves, not half of it;
     * the vLLM import (seconds) happens now, before the worker takes the replica's creation
-      task, instead of after the constructor has run.
+      task, instead of after the constructor has run;
+    * a fork server imports vLLM beside it, and the engine core and its worker are forked from
+      it already imported instead of spawned and importing one after the other
+      (:mod:`runtime.serve.engine_procs`).
 
     The import runs here, not on a thread beside the replica's own set-up: the two import
     overlapping modules (``ray.serve``, ``runtime.*``), and Python resolves a cycle between
@@ -420,6 +423,9 @@ def engine_host_setup() -> None:
     _setup_at = time.monotonic()
     raised = serve_at_node_priority()
     log.info("engine host: %d threads at the node's priority; importing vLLM", raised)
+    from runtime.serve import engine_procs
+
+    engine_procs.start_server()  # imports vLLM beside this import, for the engine's processes
     try:
         importlib.import_module("runtime.models.engine")
     except Exception:  # the replica's own import raises it again where it can be reported
