@@ -15,6 +15,9 @@ starts beside it; vLLM's processes are then forked from it, already imported. vL
 server does the same for its API processes (``VLLM_WORKER_MULTIPROC_METHOD=forkserver`` with
 ``set_forkserver_preload``); for the engine's processes inside a Ray actor it forces ``spawn``,
 because a Ray worker must not fork -- the server is not one, so that reason does not hold here.
+Measured on 2 cores, ``serve run serve_app:app`` to ``/readyz`` 200 over 3 alternated rounds:
+23.9-25.3 s, against 33.7-35.7 s spawning (``RAYGENT_ENGINE_FORK_SERVER=0``) and 22.1-22.7 s
+for plain vLLM's API server; requests/s the same either way.
 
 A forked child must get what a spawned one gets:
 
