@@ -181,8 +181,9 @@ def _warm_context() -> WarmContext | None:
     if _server_env is None:
         return None
     differ = sorted(k for k, v in _server_env.items() if os.environ.get(k) != v)
-    omp_only = all(k in _OMP_ENV for k in differ)
-    if differ and not (omp_only and _omp_binding(os.environ) is not None):
+    # A child can apply an OpenMP binding its parent asks for, not undo one the server had.
+    appliable = all(k in _OMP_ENV and os.environ.get(k) is not None for k in differ)
+    if differ and not (appliable and _omp_binding(os.environ) is not None):
         log.warning(
             "engine processes: %s differ from the fork server's (%s vs %s); spawning instead",
             ", ".join(differ),

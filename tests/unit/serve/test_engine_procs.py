@@ -39,6 +39,12 @@ def test_an_openmp_binding_is_applied_by_the_child_so_it_does_not_mean_spawn(ser
     assert engine_procs._warm_context() is None
 
 
+def test_a_binding_the_server_had_and_the_parent_does_not_means_spawn(server):
+    server.setattr(engine_procs, "_server_env", {**engine_procs._server_env, "OMP_PLACES": "{1}"})
+    server.delenv("OMP_PLACES", raising=False)
+    assert engine_procs._warm_context() is None
+
+
 def test_no_server_no_warm_context(monkeypatch):
     monkeypatch.setattr(engine_procs, "_server_env", None)
     assert engine_procs._warm_context() is None
