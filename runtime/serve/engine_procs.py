@@ -28,6 +28,10 @@ A forked child must get what a spawned one gets:
   server is launched with the values vLLM's CPU platform will set (:func:`_import_env`), and each
   start compares them with the parent's: any difference, and vLLM's own ``get_mp_context`` (spawn)
   is used instead, with a warning naming the variables.
+* **vLLM's OpenMP binding**: vLLM binds its worker's threads through variables libgomp reads
+  when it is loaded (``GOMP_CPU_AFFINITY``, ``OMP_NUM_THREADS``), set around the worker's
+  start; a forked worker applies them itself (:func:`_bind_threads`): the same cores, the same
+  thread count, the same ``VLLM::Worker`` on them.
 * **Its end with its parent**: a spawned engine core is its parent's child; a forked one is the
   server's. A watcher thread waits on the parent's sentinel (:func:`multiprocessing.parent_process`)
   and ends the child (SIGTERM, then SIGKILL) when the parent is gone.
@@ -37,7 +41,9 @@ A forked child must get what a spawned one gets:
   ``kill`` of a hung engine reaches the worker, which is no longer the engine core's child.
 
 Only vLLM's CPU build is served this way (the GPU build's processes touch CUDA, which a fork
-must not inherit); elsewhere, and outside an engine host, nothing changes.
+must not inherit). A process that builds an engine without having started the server (no
+engine-host hook: a script, a test) starts it then: its engine core waits for the server's
+imports, its worker then skips its own.
 """
 
 from __future__ import annotations
