@@ -175,6 +175,8 @@ def install() -> None:
 
 
 def _preferring_warm(original: Callable[[], Any]) -> Callable[[], Any]:
+    """vLLM's ``get_mp_context`` with the server's context first."""
+
     def get_mp_context() -> Any:
         warm = _warm_context()
         return warm if warm is not None else original()
@@ -184,6 +186,8 @@ def _preferring_warm(original: Callable[[], Any]) -> Callable[[], Any]:
 
 
 def _warm_context() -> WarmContext | None:
+    """The server's context if a child forked from it would get what a spawned one gets
+    (module docstring), else None (logged when the environment is why)."""
     if _server_env is None:
         return None
     differ = sorted(k for k, v in _server_env.items() if os.environ.get(k) != v)
@@ -289,6 +293,8 @@ def _keep_title_settable() -> None:
 
 
 def _watch_parent() -> None:
+    """End this process when the process that asked for it is gone: the server, not it, is
+    this process's parent, so nothing else would."""
     parent = multiprocessing.parent_process()
     if parent is None or parent.sentinel is None:
         return
