@@ -83,6 +83,7 @@ from runtime.models import (
 from runtime.observability.metrics import Metrics
 from runtime.observability.telemetry import Telemetry
 from runtime.queues import make_task_queue
+from runtime.serve.engine_procs import ENABLE_ENV
 from runtime.serve.options import (
     GATEWAY,
     HA_PROXY_ENV,
@@ -234,6 +235,8 @@ def gateway_deployment(config: RaygentConfig) -> Any:
     runtime_env: dict[str, Any] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
     if hosted:  # start the engine's chain (priority, vLLM's import) as the process starts
         runtime_env = engine_host_runtime_env(runtime_env)
+        # ... with its processes forked from a fork server (runtime.serve.engine_procs)
+        runtime_env["env_vars"].setdefault(ENABLE_ENV, os.environ.get(ENABLE_ENV, "1"))
     ray_options["runtime_env"] = runtime_env
     options = {
         "name": GATEWAY,

@@ -64,7 +64,7 @@ from multiprocessing import forkserver, resource_tracker
 from typing import Any
 
 __all__ = [
-    "DISABLE_ENV",
+    "ENABLE_ENV",
     "PRELOAD",
     "WarmContext",
     "WarmProcess",
@@ -109,8 +109,12 @@ A warm worker applies the binding itself (:func:`_bind_threads`)."""
 
 _KILL_GRACE_S = 5.0  # a child whose parent died: SIGTERM, then SIGKILL after this long
 
-DISABLE_ENV = "RAYGENT_ENGINE_FORK_SERVER"
-"""Set to ``0`` to have vLLM spawn its processes as it does by default (no fork server)."""
+ENABLE_ENV = "RAYGENT_ENGINE_FORK_SERVER"
+"""``1``: this process may start a fork server for its engines. The gateway sets it on its own
+replicas (the cold start's critical path); ``ModelServer`` replicas leave it unset and spawn:
+a scale-out on a small node started its fork server's import beside the serving replica and
+starved it (CI: the autoscaler saw the demand fall and stopped the replica it was starting).
+``0`` in the environment of ``serve run`` turns it off for the gateway too."""
 
 _server_env: dict[str, str | None] | None = None
 """The server's values of :data:`_IMPORT_ENV` and :data:`_OMP_ENV`, in the process that
@@ -129,14 +133,14 @@ def start_server(preload: tuple[str, ...] = PRELOAD) -> bool:
 
     Returns:
         True if it was launched (or already was); False where it is not used: not vLLM's CPU
-        build, turned off (:data:`DISABLE_ENV`), this process's fork server already started by
+        build, not asked for (:data:`ENABLE_ENV`), this process's fork server already started by
         someone else (its imports and environment are unknown), or the launch failed (logged).
         vLLM's own start method stays then.
     """
     global _server_env
     if _server_env is not None:
         return True
-    if os.environ.get(DISABLE_ENV, "1") == "0" or not _vllm_cpu_build():
+    if os.environ.get(ENABLE_ENV) != "1" or not _vllm_cpu_build():
         return False
     if forkserver._forkserver._forkserver_pid is not None:  # type: ignore[attr-defined]
         return False

@@ -35,7 +35,7 @@ def warm_engine(tmp_path_factory):
         VLLM_CPU_KVCACHE_SPACE="1",
         VLLM_CACHE_ROOT=str(tmp_path_factory.mktemp("vllm")),
     )
-    env.pop("RAYGENT_ENGINE_FORK_SERVER", None)
+    env["RAYGENT_ENGINE_FORK_SERVER"] = "1"  # what the gateway sets on its replicas
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.models.warm_engine"],
         cwd=ROOT,

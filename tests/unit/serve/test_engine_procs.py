@@ -83,9 +83,11 @@ def test_the_child_binds_itself_as_libgomp_would_have(monkeypatch):
 def test_turned_off_or_a_foreign_fork_server_means_no_server(monkeypatch):
     monkeypatch.setattr(engine_procs, "_server_env", None)
     monkeypatch.setattr(engine_procs, "_vllm_cpu_build", lambda: True)
-    monkeypatch.setenv(engine_procs.DISABLE_ENV, "0")
+    monkeypatch.setenv(engine_procs.ENABLE_ENV, "0")
     assert engine_procs.start_server() is False
-    monkeypatch.delenv(engine_procs.DISABLE_ENV)
+    monkeypatch.delenv(engine_procs.ENABLE_ENV)  # unset: not asked for (a ModelServer replica)
+    assert engine_procs.start_server() is False
+    monkeypatch.setenv(engine_procs.ENABLE_ENV, "1")
     monkeypatch.setattr(engine_procs.forkserver._forkserver, "_forkserver_pid", 12345)
     assert engine_procs.start_server() is False
     assert not engine_procs.server_started()
